@@ -1,0 +1,443 @@
+//! Plan 9 dial strings and the connections they make.
+//!
+//! | string | means |
+//! |---|---|
+//! | `tcp!host!port`, `net!host!port` | TCP; port may be a service name (`9fs` is 564) |
+//! | `tcp!host` | TCP to the `9fs` port |
+//! | `unix!/path` | a Unix-domain socket |
+//! | `name` (no `!`, no `/`) | the service `name` posted in `$NAMESPACE` |
+//! | `/path`, `./path` | a Unix-domain socket (a convenience) |
+//!
+//! For announcing, the host `*` means every local address.
+
+use crate::ns;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Why a dial string cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("bad dial string '{0}'")]
+    Syntax(String),
+    #[error("unknown network '{0}'")]
+    Network(String),
+    #[error("unknown service '{0}'")]
+    Service(String),
+    #[error(transparent)]
+    Ns(#[from] ns::NsError),
+    #[error("{addr}: {err}")]
+    Io { addr: String, err: io::Error },
+}
+
+/// A parsed address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Unix(p) => write!(f, "unix!{}", p.display()),
+            Addr::Tcp { host, port } => write!(f, "tcp!{host}!{port}"),
+        }
+    }
+}
+
+/// Plan 9 service names this library knows (from /lib/ndb/common).
+pub fn service_port(s: &str) -> Option<u16> {
+    if let Ok(n) = s.parse::<u16>() {
+        return Some(n);
+    }
+    Some(match s {
+        "9fs" | "9pfs" => 564,
+        "ticket" => 567,
+        "secstore" => 5356,
+        "styx" => 6666,
+        "exportfs" => 17007,
+        "rexexec" => 17009,
+        "ncpu" => 17010,
+        "cpu" => 17013,
+        "rcpu" => 17019,
+        "venti" => 17034,
+        "ssh" => 22,
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    })
+}
+
+/// Parse a dial string; a bare name is a service in `$NAMESPACE`.
+pub fn parse(s: &str) -> Result<Addr, DialError> {
+    if !s.contains('!') {
+        if s.starts_with('/') || s.starts_with("./") {
+            return Ok(Addr::Unix(PathBuf::from(s)));
+        }
+        return Ok(Addr::Unix(ns::service_path(s)?));
+    }
+    parse_net(s, "9fs")
+}
+
+/// Parse a dial string the way plan9port's netmkaddr completes one: a bare name is a
+/// host, reached over TCP at `defsrv`. This is what `srv` and `9p -a` take.
+pub fn parse_host(s: &str, defsrv: &str) -> Result<Addr, DialError> {
+    if !s.contains('!') {
+        if s.starts_with('/') || s.starts_with("./") {
+            return Ok(Addr::Unix(PathBuf::from(s)));
+        }
+        return parse_net(&format!("tcp!{s}"), defsrv);
+    }
+    parse_net(s, defsrv)
+}
+
+fn parse_net(s: &str, defsrv: &str) -> Result<Addr, DialError> {
+    let mut f = s.splitn(3, '!');
+    let net = f.next().unwrap_or_default();
+    let host = f.next().unwrap_or_default();
+    let svc = f.next();
+    match net {
+        "unix" => {
+            if host.is_empty() || svc.is_some() {
+                return Err(DialError::Syntax(s.into()));
+            }
+            Ok(Addr::Unix(PathBuf::from(host)))
+        }
+        "tcp" | "net" | "tcp4" | "tcp6" => {
+            if host.is_empty() {
+                return Err(DialError::Syntax(s.into()));
+            }
+            let svc = svc.unwrap_or(defsrv);
+            let port = service_port(svc).ok_or_else(|| DialError::Service(svc.into()))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            Ok(Addr::Tcp { host, port })
+        }
+        "" => Err(DialError::Syntax(s.into())),
+        other => Err(DialError::Network(other.into())),
+    }
+}
+
+/// A boxed reading half of a connection.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// A boxed writing half of a connection.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A byte stream to a 9P peer, split into its two directions.
+pub struct Conn {
+    pub read: BoxRead,
+    pub write: BoxWrite,
+    /// Who is on the other end, for messages.
+    pub peer: String,
+}
+
+impl Conn {
+    pub fn from_unix(s: tokio::net::UnixStream, peer: impl Into<String>) -> Conn {
+        let (r, w) = s.into_split();
+        Conn {
+            read: Box::new(r),
+            write: Box::new(w),
+            peer: peer.into(),
+        }
+    }
+
+    pub fn from_tcp(s: tokio::net::TcpStream, peer: impl Into<String>) -> Conn {
+        let _ = s.set_nodelay(true);
+        let (r, w) = s.into_split();
+        Conn {
+            read: Box::new(r),
+            write: Box::new(w),
+            peer: peer.into(),
+        }
+    }
+
+    /// A connection over two file descriptors (standard input and output, say): each
+    /// may be a socket or a pipe. Must be called inside a tokio runtime.
+    pub fn from_fds(rfd: OwnedFd, wfd: OwnedFd, peer: impl Into<String>) -> io::Result<Conn> {
+        Ok(Conn {
+            read: Box::new(FdStream::new(rfd)?),
+            write: Box::new(FdStream::new(wfd)?),
+            peer: peer.into(),
+        })
+    }
+}
+
+/// Dial a parsed address. Must be called inside a tokio runtime.
+pub async fn dial_addr(a: &Addr) -> Result<Conn, DialError> {
+    let name = a.to_string();
+    match a {
+        Addr::Unix(p) => {
+            let s = tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(|err| DialError::Io {
+                    addr: name.clone(),
+                    err,
+                })?;
+            Ok(Conn::from_unix(s, name))
+        }
+        Addr::Tcp { host, port } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(|err| DialError::Io {
+                    addr: name.clone(),
+                    err,
+                })?;
+            Ok(Conn::from_tcp(s, name))
+        }
+    }
+}
+
+/// Dial a dial string (a bare name is a service in `$NAMESPACE`).
+pub async fn dial(s: &str) -> Result<Conn, DialError> {
+    dial_addr(&parse(s)?).await
+}
+
+/// A listening endpoint, bound before any runtime exists so that a server can post it
+/// and then go into the background.
+pub enum Listener {
+    Unix(std::os::unix::net::UnixListener, Option<ns::Posted>),
+    Tcp(std::net::TcpListener),
+}
+
+impl Listener {
+    /// Where this listener is, as a dial string.
+    pub fn addr(&self) -> String {
+        match self {
+            Listener::Unix(l, _) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf())) {
+                Some(p) => format!("unix!{}", p.display()),
+                None => "unix!?".into(),
+            },
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("tcp!{}!{}", a.ip(), a.port()),
+                Err(_) => "tcp!?".into(),
+            },
+        }
+    }
+
+    /// Turn into an accepting tokio listener. Must be called inside a runtime.
+    pub fn into_async(self) -> io::Result<AsyncListener> {
+        match self {
+            Listener::Unix(l, posted) => {
+                l.set_nonblocking(true)?;
+                Ok(AsyncListener::Unix(
+                    tokio::net::UnixListener::from_std(l)?,
+                    posted,
+                ))
+            }
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Ok(AsyncListener::Tcp(tokio::net::TcpListener::from_std(l)?))
+            }
+        }
+    }
+}
+
+/// A listener inside a runtime.
+pub enum AsyncListener {
+    Unix(tokio::net::UnixListener, Option<ns::Posted>),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl AsyncListener {
+    pub async fn accept(&self) -> io::Result<Conn> {
+        match self {
+            AsyncListener::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok(Conn::from_unix(s, "unix"))
+            }
+            AsyncListener::Tcp(l) => {
+                let (s, a) = l.accept().await?;
+                Ok(Conn::from_tcp(s, format!("tcp!{}!{}", a.ip(), a.port())))
+            }
+        }
+    }
+}
+
+/// Announce (bind and listen on) a dial string. A bare name posts the service in
+/// `$NAMESPACE`; `tcp!*!port` listens on every address.
+pub fn announce(s: &str) -> Result<Listener, DialError> {
+    if !s.contains('!') && !s.starts_with('/') && !s.starts_with("./") {
+        let posted = ns::post(s)?;
+        let l = posted
+            .try_clone_listener()
+            .map_err(|err| DialError::Io { addr: s.into(), err })?;
+        return Ok(Listener::Unix(l, Some(posted)));
+    }
+    match parse_host(s, "9fs")? {
+        Addr::Unix(p) => {
+            let posted = ns::post_at(&p, s)?;
+            let l = posted
+                .try_clone_listener()
+                .map_err(|err| DialError::Io { addr: s.into(), err })?;
+            Ok(Listener::Unix(l, Some(posted)))
+        }
+        Addr::Tcp { host, port } => {
+            let host = if host == "*" { "::".to_string() } else { host };
+            let l = std::net::TcpListener::bind((host.as_str(), port))
+                .or_else(|e| {
+                    if host == "::" {
+                        std::net::TcpListener::bind(("0.0.0.0", port))
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|err| DialError::Io { addr: s.into(), err })?;
+            Ok(Listener::Tcp(l))
+        }
+    }
+}
+
+/// A nonblocking byte stream over a pipe, socket or terminal descriptor.
+struct FdStream {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl FdStream {
+    fn new(fd: OwnedFd) -> io::Result<FdStream> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        let fl = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+        if fl < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: an OwnedFd stays open, and the same descriptor, for as long as the
+        // AsyncFd that owns it.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd)? };
+        Ok(FdStream { fd })
+    }
+}
+
+impl AsyncRead for FdStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(g) => g?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            let res = guard.try_io(|fd| {
+                // SAFETY: reading into an initialised buffer we hold exclusively.
+                let n = unsafe {
+                    libc::read(
+                        fd.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for FdStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = match self.fd.poll_write_ready(cx) {
+                Poll::Ready(g) => g?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let res = guard.try_io(|fd| {
+                // SAFETY: writing from a slice we borrow.
+                let n = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), b.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Duplicate a raw descriptor into an owned one (for serving on stdin and stdout).
+pub fn dup_fd(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: n is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_strings() {
+        assert_eq!(
+            parse("tcp!example.org!9fs").unwrap(),
+            Addr::Tcp {
+                host: "example.org".into(),
+                port: 564
+            }
+        );
+        assert_eq!(
+            parse("net!h!1234").unwrap(),
+            Addr::Tcp {
+                host: "h".into(),
+                port: 1234
+            }
+        );
+        assert_eq!(
+            parse("tcp!h").unwrap(),
+            Addr::Tcp {
+                host: "h".into(),
+                port: 564
+            }
+        );
+        assert_eq!(
+            parse("tcp!::1!564").unwrap(),
+            Addr::Tcp {
+                host: "::1".into(),
+                port: 564
+            }
+        );
+        assert_eq!(parse("unix!/tmp/s").unwrap(), Addr::Unix("/tmp/s".into()));
+        assert!(matches!(parse("tcp!h!nosuch"), Err(DialError::Service(_))));
+        assert!(matches!(parse("il!h!564"), Err(DialError::Network(_))));
+        assert!(matches!(parse("unix!"), Err(DialError::Syntax(_))));
+        assert_eq!(
+            parse_host("somehost", "9fs").unwrap(),
+            Addr::Tcp {
+                host: "somehost".into(),
+                port: 564
+            }
+        );
+    }
+}

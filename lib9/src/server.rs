@@ -1,0 +1,993 @@
+//! The 9P server framework.
+//!
+//! A file server implements [`Filesystem`]: async methods that work on the server's own
+//! per-fid state (`Filesystem::Fid`). The framework owns everything protocol: version
+//! and msize, the fid table, tags, the rules of intro(5) (a walk from an open fid, a
+//! write to a file opened for reading, a directory read at a stray offset, ... are all
+//! answered before the file server sees them), directory reads (the file server lists
+//! a directory once, the framework packs the entries into reads), `Tflush` (the flushed
+//! request's task is cancelled and its reply is never sent after the `Rflush`), and the
+//! bounds that keep one client from taking all the memory: a cap on outstanding
+//! requests, on the bytes they hold, and on fids.
+//!
+//! Each request runs as its own task, so a slow read does not hold up a stat.
+
+use crate::dial::{AsyncListener, Conn};
+use crate::errstr::{self, Ename};
+use crate::fcall::{
+    self, Fcall, IOHDRSZ, MAXWELEM, MIN_MSIZE, Msg, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OTRUNC,
+    OWRITE, QTAUTH, QTDIR, Qid, Stat, VERSION9P,
+};
+use crate::wire::{FrameReader, Outbox, Outgoing, spawn_writer};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+/// What a file server's methods return.
+pub type FsResult<T> = Result<T, Ename>;
+
+/// The result of a walk: the qids of the names walked, and if every name was walked,
+/// the state of the fid that now stands for the last one.
+pub struct Walked<F> {
+    pub qids: Vec<Qid>,
+    pub fid: Option<F>,
+}
+
+/// The result of an open or create: the fid's new state, its qid and the iounit
+/// (0: any count up to msize - IOHDRSZ).
+pub struct Opened<F> {
+    pub fid: F,
+    pub qid: Qid,
+    pub iounit: u32,
+}
+
+/// Who is asking: the user named at attach, carried by every fid made from it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub uname: Arc<str>,
+}
+
+/// A 9P file server. Every method has a default that answers Plan 9's error for an
+/// operation the server does not provide.
+///
+/// Requests run concurrently, possibly several on the same fid, so the fid state is
+/// shared (`&Self::Fid`); `open` and `create` return the fid's new state rather than
+/// changing it. `clunk` is called once when a fid goes away, by `Tclunk`, `Tremove`
+/// (after `remove`, whatever its outcome) or the end of the connection; the state
+/// itself is dropped when the last request using it is done.
+pub trait Filesystem: Send + Sync + 'static {
+    type Fid: Send + Sync + 'static;
+
+    /// Begin authentication: the state of the new auth fid and its qid (of type
+    /// `QTAUTH`).
+    fn auth(
+        &self,
+        _caller: &Caller,
+        _aname: &str,
+    ) -> impl Future<Output = FsResult<(Self::Fid, Qid)>> + Send {
+        async { Err(Ename::from(errstr::ENOAUTH)) }
+    }
+
+    /// Attach to the tree `aname`, authenticated by `afid` if the client gave one.
+    fn attach(
+        &self,
+        caller: &Caller,
+        aname: &str,
+        afid: Option<&Self::Fid>,
+    ) -> impl Future<Output = FsResult<(Self::Fid, Qid)>> + Send;
+
+    /// Walk `names` (at most 16, none `.`, perhaps `..`) from `fid`, which is a
+    /// directory unless `names` is empty (a clone). Failing on the first name is an
+    /// error; failing later returns the qids walked so far and no fid.
+    fn walk(
+        &self,
+        caller: &Caller,
+        fid: &Self::Fid,
+        names: &[String],
+    ) -> impl Future<Output = FsResult<Walked<Self::Fid>>> + Send;
+
+    /// Open a fid that was walked to; `mode` has been checked for legal bits.
+    fn open(
+        &self,
+        caller: &Caller,
+        fid: &Self::Fid,
+        mode: u8,
+    ) -> impl Future<Output = FsResult<Opened<Self::Fid>>> + Send;
+
+    /// Create `name` in the directory `fid` and open it; the fid becomes the new file.
+    fn create(
+        &self,
+        _caller: &Caller,
+        _fid: &Self::Fid,
+        _name: &str,
+        _perm: u32,
+        _mode: u8,
+    ) -> impl Future<Output = FsResult<Opened<Self::Fid>>> + Send {
+        async { Err(Ename::from(errstr::ENOCREATE)) }
+    }
+
+    /// Read at most `count` bytes of an open file (not a directory) at `offset`.
+    fn read(
+        &self,
+        _caller: &Caller,
+        _fid: &Self::Fid,
+        _offset: u64,
+        _count: u32,
+    ) -> impl Future<Output = FsResult<Bytes>> + Send {
+        async { Err(Ename::from(errstr::ENOREAD)) }
+    }
+
+    /// List an open directory: every entry, in order. Called when a read at offset 0
+    /// starts a listing; the framework serves the later reads from it.
+    fn readdir(
+        &self,
+        _caller: &Caller,
+        _fid: &Self::Fid,
+    ) -> impl Future<Output = FsResult<Vec<Stat>>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Write to an open file; returns the count written.
+    fn write(
+        &self,
+        _caller: &Caller,
+        _fid: &Self::Fid,
+        _offset: u64,
+        _data: Bytes,
+    ) -> impl Future<Output = FsResult<u32>> + Send {
+        async { Err(Ename::from(errstr::ENOWRITE)) }
+    }
+
+    fn stat(
+        &self,
+        caller: &Caller,
+        fid: &Self::Fid,
+    ) -> impl Future<Output = FsResult<Stat>> + Send;
+
+    fn wstat(
+        &self,
+        _caller: &Caller,
+        _fid: &Self::Fid,
+        _stat: &Stat,
+    ) -> impl Future<Output = FsResult<()>> + Send {
+        async { Err(Ename::from(errstr::ENOWSTAT)) }
+    }
+
+    /// Remove the file; `clunk` follows whatever the outcome.
+    fn remove(
+        &self,
+        _caller: &Caller,
+        _fid: &Self::Fid,
+    ) -> impl Future<Output = FsResult<()>> + Send {
+        async { Err(Ename::from(errstr::ENOREMOVE)) }
+    }
+
+    /// The fid is gone (clunked, removed, or its connection ended).
+    fn clunk(&self, _caller: &Caller, _fid: &Self::Fid) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Limits and options of a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The largest msize agreed to.
+    pub max_msize: u32,
+    /// Requests in progress per connection before the server stops reading.
+    pub max_outstanding: usize,
+    /// Bytes held by requests in progress per connection (requests, and the replies
+    /// to reads) before the server stops reading.
+    pub max_bytes: usize,
+    /// Fids per connection.
+    pub max_fids: usize,
+    /// Print every message to standard error, as lib9p's chatty9p does.
+    pub trace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_msize: 4 * 1024 * 1024 + IOHDRSZ,
+            max_outstanding: 1024,
+            max_bytes: 64 * 1024 * 1024,
+            max_fids: 1 << 16,
+            trace: false,
+        }
+    }
+}
+
+/// Counters for tests and monitoring.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub connections: AtomicUsize,
+    pub fids: AtomicUsize,
+    pub requests: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+/// A server: a file system and its limits, serving any number of connections.
+pub struct Server<F: Filesystem> {
+    fs: Arc<F>,
+    cfg: Config,
+    stats: Arc<Stats>,
+    next_conn: AtomicU64,
+}
+
+impl<F: Filesystem> Server<F> {
+    pub fn new(fs: F) -> Arc<Server<F>> {
+        Server::with_config(fs, Config::default())
+    }
+
+    pub fn with_config(fs: F, cfg: Config) -> Arc<Server<F>> {
+        Arc::new(Server {
+            fs: Arc::new(fs),
+            cfg,
+            stats: Arc::new(Stats::default()),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    pub fn fs(&self) -> &Arc<F> {
+        &self.fs
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Accept connections forever, serving each in its own task.
+    pub async fn serve(self: &Arc<Self>, listener: AsyncListener) -> std::io::Result<()> {
+        loop {
+            match listener.accept().await {
+                Ok(conn) => {
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move { me.serve_conn(conn).await });
+                }
+                Err(e) if is_transient_accept_error(&e) => {
+                    // Out of descriptors or a connection reset before accept: wait a
+                    // moment rather than spin or die.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Serve one connection until the client hangs up or breaks the protocol.
+    pub async fn serve_conn(self: &Arc<Self>, conn: Conn) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let (outbox, writer) = spawn_writer(conn.write);
+        let st = Arc::new(ConnState {
+            srv: Arc::clone(self),
+            id,
+            outbox,
+            msize: AtomicUsize::new(0),
+            fids: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+            budget: Arc::new(Semaphore::new(self.cfg.max_bytes)),
+            slots: Arc::new(Semaphore::new(self.cfg.max_outstanding)),
+        });
+        let mut rd = FrameReader::new(conn.read, self.cfg.max_msize);
+        loop {
+            let frame = match rd.next().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        if self.cfg.trace {
+                            eprintln!("-{id}-> hangup: {e}");
+                        }
+                    }
+                    break;
+                }
+            };
+            if !st.incoming(frame, &mut rd).await {
+                break;
+            }
+        }
+        st.teardown().await;
+        drop(st);
+        let _ = writer.await;
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED | libc::EINTR)
+    ) || e.kind() == std::io::ErrorKind::ConnectionReset
+}
+
+struct FidEntry<A> {
+    aux: A,
+    qid: Qid,
+    caller: Caller,
+    /// The open mode, once opened.
+    mode: Option<u8>,
+    /// A directory listing being read.
+    dir: Mutex<Option<DirSnap>>,
+}
+
+struct DirSnap {
+    data: Bytes,
+    /// Byte offset the next read must ask for.
+    next: u64,
+}
+
+struct Pending {
+    id: u64,
+    abort: Option<AbortHandle>,
+}
+
+struct ConnState<F: Filesystem> {
+    srv: Arc<Server<F>>,
+    id: u64,
+    outbox: Outbox,
+    /// 0 until Tversion.
+    msize: AtomicUsize,
+    fids: Mutex<HashMap<u32, Arc<FidEntry<F::Fid>>>>,
+    pending: Mutex<HashMap<u16, Pending>>,
+    next_req: AtomicU64,
+    budget: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+}
+
+/// What a request holds while it is in progress (and its reply is being sent).
+struct Permits {
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks is a bug elsewhere; the data is still
+    // consistent enough to tear the connection down, so do not poison everything.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn err(e: &'static str) -> Fcall {
+    Fcall::Rerror { ename: e.into() }
+}
+
+fn ename(e: Ename) -> Fcall {
+    Fcall::Rerror {
+        ename: e.0.into_owned(),
+    }
+}
+
+impl<F: Filesystem> ConnState<F> {
+    fn trace_out(&self, m: &Msg) {
+        if self.srv.cfg.trace {
+            eprintln!("-{}-> {}", self.id, m);
+        }
+    }
+
+    /// Send a reply now (used for replies made by the reader itself).
+    fn reply_now(&self, tag: u16, body: Fcall) {
+        let m = Msg::new(tag, body);
+        self.trace_out(&m);
+        self.send_encoded(&m, None);
+    }
+
+    fn send_encoded(&self, m: &Msg, guard: Option<Box<dyn Send>>) {
+        match Outgoing::encode(m) {
+            Ok(mut o) => {
+                o.guard = guard;
+                self.outbox.send(o);
+            }
+            Err(e) => {
+                // Only a reply we built badly gets here (an error string over 64K,
+                // say): answer with something that fits.
+                let m2 = Msg::new(
+                    m.tag,
+                    Fcall::Rerror {
+                        ename: format!("server botch: {e}"),
+                    },
+                );
+                if let Ok(o) = Outgoing::encode(&m2) {
+                    self.outbox.send(o);
+                }
+            }
+        }
+    }
+
+    /// Handle one frame. Returns false if the connection must end.
+    async fn incoming(self: &Arc<Self>, frame: Bytes, rd: &mut FrameReader) -> bool {
+        let srv = &self.srv;
+        srv.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let tag = fcall::frame_tag(&frame).unwrap_or(NOTAG);
+        let flen = frame.len();
+        let msg = match fcall::decode(frame, srv.cfg.max_msize) {
+            Ok(m) => m,
+            Err(e) => {
+                srv.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                if srv.cfg.trace {
+                    eprintln!("<-{}- bad message: {e}", self.id);
+                }
+                // The framing is intact, so the stream can go on.
+                self.reply_now(
+                    tag,
+                    Fcall::Rerror {
+                        ename: format!("bad 9P message: {e}"),
+                    },
+                );
+                return true;
+            }
+        };
+        if srv.cfg.trace {
+            eprintln!("<-{}- {}", self.id, msg);
+        }
+        if !msg.body.is_request() {
+            self.reply_now(tag, err("unexpected reply message"));
+            return true;
+        }
+        match msg.body {
+            Fcall::Tversion { msize, version } => {
+                self.version(tag, msize, &version, rd).await;
+                return true;
+            }
+            Fcall::Tflush { oldtag } => {
+                self.flush(tag, oldtag);
+                return true;
+            }
+            _ => {}
+        }
+        if self.msize.load(Ordering::Relaxed) == 0 {
+            self.reply_now(tag, err("version not negotiated"));
+            return true;
+        }
+        // Hold the connection to its budgets; wait (and stop reading) if it is over.
+        let msize = self.msize.load(Ordering::Relaxed);
+        let mut cost = flen + 512;
+        if let Fcall::Tread { count, .. } = &msg.body {
+            cost += (*count as usize).min(msize);
+        }
+        let cost = cost.min(srv.cfg.max_bytes) as u32;
+        let bytes = match Arc::clone(&self.budget).acquire_many_owned(cost).await {
+            Ok(p) => p,
+            Err(_) => return false,
+        };
+        let slot = match Arc::clone(&self.slots).acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return false,
+        };
+        let permits = Permits {
+            _bytes: bytes,
+            _slot: slot,
+        };
+        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut p = lock(&self.pending);
+            if p.contains_key(&tag) {
+                drop(p);
+                self.reply_now(tag, err(errstr::EDUPTAG));
+                return true;
+            }
+            p.insert(tag, Pending { id, abort: None });
+        }
+        let me = Arc::clone(self);
+        let body = msg.body;
+        let h = tokio::spawn(async move {
+            let reply = me.dispatch(body).await;
+            me.finish(tag, id, reply, permits);
+        });
+        if let Some(p) = lock(&self.pending).get_mut(&tag) {
+            if p.id == id {
+                p.abort = Some(h.abort_handle());
+            }
+        }
+        true
+    }
+
+    /// Send a request's reply, unless it was flushed.
+    fn finish(&self, tag: u16, id: u64, reply: Fcall, permits: Permits) {
+        let m = Msg::new(tag, reply);
+        let mut p = lock(&self.pending);
+        match p.get(&tag) {
+            Some(e) if e.id == id => {
+                p.remove(&tag);
+                self.trace_out(&m);
+                // Queued under the lock, so a Tflush handled after this sees the tag
+                // gone and its Rflush goes out after this reply.
+                self.send_encoded(&m, Some(Box::new(permits)));
+            }
+            _ => {}
+        }
+    }
+
+    fn flush(&self, tag: u16, oldtag: u16) {
+        let mut p = lock(&self.pending);
+        if let Some(e) = p.remove(&oldtag) {
+            if let Some(a) = e.abort {
+                a.abort();
+            }
+        }
+        let m = Msg::new(tag, Fcall::Rflush);
+        self.trace_out(&m);
+        self.send_encoded(&m, None);
+        drop(p);
+    }
+
+    async fn version(self: &Arc<Self>, tag: u16, msize: u32, version: &str, rd: &mut FrameReader) {
+        // A new session: everything in progress is abandoned, every fid clunked.
+        self.abort_all();
+        self.clunk_all().await;
+        if msize < MIN_MSIZE {
+            self.reply_now(tag, err("msize too small"));
+            return;
+        }
+        let msize = msize.min(self.srv.cfg.max_msize);
+        let v = if version == VERSION9P || version.starts_with("9P2000.") {
+            self.msize.store(msize as usize, Ordering::Relaxed);
+            rd.set_max(msize);
+            VERSION9P
+        } else {
+            self.msize.store(0, Ordering::Relaxed);
+            "unknown"
+        };
+        self.reply_now(
+            tag,
+            Fcall::Rversion {
+                msize,
+                version: v.into(),
+            },
+        );
+    }
+
+    fn abort_all(&self) {
+        let mut p = lock(&self.pending);
+        for (_, e) in p.drain() {
+            if let Some(a) = e.abort {
+                a.abort();
+            }
+        }
+    }
+
+    async fn clunk_all(&self) {
+        let all: Vec<_> = lock(&self.fids).drain().map(|(_, e)| e).collect();
+        self.srv.stats.fids.fetch_sub(all.len(), Ordering::Relaxed);
+        for e in all {
+            self.srv.fs.clunk(&e.caller, &e.aux).await;
+        }
+    }
+
+    async fn teardown(&self) {
+        self.abort_all();
+        self.clunk_all().await;
+    }
+
+    fn get(&self, fid: u32) -> Result<Arc<FidEntry<F::Fid>>, Fcall> {
+        lock(&self.fids)
+            .get(&fid)
+            .cloned()
+            .ok_or_else(|| err(errstr::EBADFID))
+    }
+
+    /// Install a new fid; fails if the number is taken or there are too many.
+    fn install(&self, fid: u32, e: FidEntry<F::Fid>) -> Result<(), (FidEntry<F::Fid>, &'static str)> {
+        let mut t = lock(&self.fids);
+        if t.contains_key(&fid) {
+            return Err((e, errstr::EDUPFID));
+        }
+        if t.len() >= self.srv.cfg.max_fids {
+            return Err((e, errstr::ETOOMANYFIDS));
+        }
+        t.insert(fid, Arc::new(e));
+        self.srv.stats.fids.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replace `old` (still installed at `fid`) by `new`; fails if it was clunked or
+    /// replaced in the meantime.
+    fn replace(&self, fid: u32, old: &Arc<FidEntry<F::Fid>>, new: FidEntry<F::Fid>) -> Result<(), FidEntry<F::Fid>> {
+        let mut t = lock(&self.fids);
+        match t.get_mut(&fid) {
+            Some(cur) if Arc::ptr_eq(cur, old) => {
+                *cur = Arc::new(new);
+                Ok(())
+            }
+            _ => Err(new),
+        }
+    }
+
+    fn take(&self, fid: u32) -> Option<Arc<FidEntry<F::Fid>>> {
+        let e = lock(&self.fids).remove(&fid);
+        if e.is_some() {
+            self.srv.stats.fids.fetch_sub(1, Ordering::Relaxed);
+        }
+        e
+    }
+
+    fn iounit(&self) -> u32 {
+        (self.msize.load(Ordering::Relaxed) as u32).saturating_sub(IOHDRSZ)
+    }
+
+    async fn dispatch(self: &Arc<Self>, body: Fcall) -> Fcall {
+        match self.dispatch_inner(body).await {
+            Ok(f) | Err(f) => f,
+        }
+    }
+
+    async fn dispatch_inner(self: &Arc<Self>, body: Fcall) -> Result<Fcall, Fcall> {
+        let fs = &self.srv.fs;
+        match body {
+            Fcall::Tauth { afid, uname, aname } => {
+                if afid == NOFID {
+                    return Err(err(errstr::EBADFID));
+                }
+                let caller = Caller {
+                    uname: uname.into(),
+                };
+                let (aux, mut qid) = fs.auth(&caller, &aname).await.map_err(ename)?;
+                qid.ty |= QTAUTH;
+                self.install(
+                    afid,
+                    FidEntry {
+                        aux,
+                        qid,
+                        caller,
+                        mode: Some(ORDWR),
+                        dir: Mutex::new(None),
+                    },
+                )
+                .map_err(|(e, s)| {
+                    self.late_clunk(e);
+                    err(s)
+                })?;
+                Ok(Fcall::Rauth { aqid: qid })
+            }
+            Fcall::Tattach {
+                fid,
+                afid,
+                uname,
+                aname,
+            } => {
+                let caller = Caller {
+                    uname: uname.into(),
+                };
+                let a = if afid == NOFID {
+                    None
+                } else {
+                    let a = self.get(afid)?;
+                    if a.qid.ty & QTAUTH == 0 {
+                        return Err(err("not an authentication fid"));
+                    }
+                    Some(a)
+                };
+                if lock(&self.fids).contains_key(&fid) {
+                    return Err(err(errstr::EDUPFID));
+                }
+                let (aux, qid) = fs
+                    .attach(&caller, &aname, a.as_ref().map(|a| &a.aux))
+                    .await
+                    .map_err(ename)?;
+                self.install(
+                    fid,
+                    FidEntry {
+                        aux,
+                        qid,
+                        caller,
+                        mode: None,
+                        dir: Mutex::new(None),
+                    },
+                )
+                .map_err(|(e, s)| {
+                    self.late_clunk(e);
+                    err(s)
+                })?;
+                Ok(Fcall::Rattach { qid })
+            }
+            Fcall::Twalk {
+                fid,
+                newfid,
+                wnames,
+            } => self.walk(fid, newfid, wnames).await,
+            Fcall::Topen { fid, mode } => {
+                let e = self.get(fid)?;
+                if e.mode.is_some() {
+                    return Err(err(errstr::EISOPEN));
+                }
+                if mode & !(3 | OTRUNC | ORCLOSE) != 0 {
+                    return Err(err(errstr::EBADMODE));
+                }
+                if e.qid.ty & QTDIR != 0 && (mode & 3 == OWRITE || mode & 3 == ORDWR || mode & (OTRUNC | ORCLOSE) != 0) {
+                    return Err(err(errstr::EISDIR));
+                }
+                let o = fs.open(&e.caller, &e.aux, mode).await.map_err(ename)?;
+                self.opened(fid, &e, o, mode)
+            }
+            Fcall::Tcreate {
+                fid,
+                name,
+                perm,
+                mode,
+            } => {
+                let e = self.get(fid)?;
+                if e.mode.is_some() {
+                    return Err(err(errstr::EISOPEN));
+                }
+                if e.qid.ty & QTDIR == 0 {
+                    return Err(err(errstr::ECREATENONDIR));
+                }
+                if mode & !(3 | OTRUNC | ORCLOSE) != 0 {
+                    return Err(err(errstr::EBADMODE));
+                }
+                check_name(&name)?;
+                if perm & fcall::DMDIR != 0 && (mode & 3 == OWRITE || mode & 3 == ORDWR || mode & (OTRUNC | ORCLOSE) != 0) {
+                    return Err(err(errstr::EISDIR));
+                }
+                let o = fs
+                    .create(&e.caller, &e.aux, &name, perm, mode)
+                    .await
+                    .map_err(ename)?;
+                let Opened { qid, iounit, .. } = &o;
+                let (qid, iounit) = (*qid, *iounit);
+                self.opened(fid, &e, o, mode)?;
+                Ok(Fcall::Rcreate { qid, iounit })
+            }
+            Fcall::Tread { fid, offset, count } => {
+                let e = self.get(fid)?;
+                let readable = match e.mode {
+                    Some(m) => m & 3 != OWRITE,
+                    None => false,
+                };
+                if !readable {
+                    return Err(err(if e.mode.is_none() {
+                        errstr::ENOTOPEN
+                    } else {
+                        errstr::EBADUSE
+                    }));
+                }
+                let count = count.min(self.iounit());
+                if e.qid.ty & QTDIR != 0 {
+                    return self.dirread(&e, offset, count).await;
+                }
+                let data = fs
+                    .read(&e.caller, &e.aux, offset, count)
+                    .await
+                    .map_err(ename)?;
+                let data = if data.len() > count as usize {
+                    data.slice(..count as usize)
+                } else {
+                    data
+                };
+                Ok(Fcall::Rread { data })
+            }
+            Fcall::Twrite { fid, offset, data } => {
+                let e = self.get(fid)?;
+                let writable = match e.mode {
+                    Some(m) => m & 3 == OWRITE || m & 3 == ORDWR,
+                    None => false,
+                };
+                if !writable {
+                    return Err(err(if e.mode.is_none() {
+                        errstr::ENOTOPEN
+                    } else {
+                        errstr::EBADUSE
+                    }));
+                }
+                let count = fs
+                    .write(&e.caller, &e.aux, offset, data)
+                    .await
+                    .map_err(ename)?;
+                Ok(Fcall::Rwrite { count })
+            }
+            Fcall::Tclunk { fid } => {
+                let e = self.take(fid).ok_or_else(|| err(errstr::EBADFID))?;
+                fs.clunk(&e.caller, &e.aux).await;
+                Ok(Fcall::Rclunk)
+            }
+            Fcall::Tremove { fid } => {
+                let e = self.take(fid).ok_or_else(|| err(errstr::EBADFID))?;
+                let r = fs.remove(&e.caller, &e.aux).await;
+                fs.clunk(&e.caller, &e.aux).await;
+                r.map_err(ename)?;
+                Ok(Fcall::Rremove)
+            }
+            Fcall::Tstat { fid } => {
+                let e = self.get(fid)?;
+                let stat = fs.stat(&e.caller, &e.aux).await.map_err(ename)?;
+                Ok(Fcall::Rstat { stat })
+            }
+            Fcall::Twstat { fid, stat } => {
+                let e = self.get(fid)?;
+                if !stat.name.is_empty() {
+                    check_name(&stat.name)?;
+                }
+                fs.wstat(&e.caller, &e.aux, &stat).await.map_err(ename)?;
+                Ok(Fcall::Rwstat)
+            }
+            _ => Err(err(errstr::EBOTCH)),
+        }
+    }
+
+    fn opened(
+        &self,
+        fid: u32,
+        old: &Arc<FidEntry<F::Fid>>,
+        o: Opened<F::Fid>,
+        mode: u8,
+    ) -> Result<Fcall, Fcall> {
+        let iounit = if o.iounit == 0 || o.iounit > self.iounit() {
+            0
+        } else {
+            o.iounit
+        };
+        let qid = o.qid;
+        let new = FidEntry {
+            aux: o.fid,
+            qid,
+            caller: old.caller.clone(),
+            mode: Some(mode),
+            dir: Mutex::new(None),
+        };
+        match self.replace(fid, old, new) {
+            Ok(()) => Ok(Fcall::Ropen { qid, iounit }),
+            Err(new) => {
+                self.late_clunk(new);
+                Err(err(errstr::EISOPEN))
+            }
+        }
+    }
+
+    /// A fid state that lost a race (its number was clunked or taken meanwhile) still
+    /// gets its clunk.
+    fn late_clunk(&self, e: FidEntry<F::Fid>) {
+        let fs = Arc::clone(&self.srv.fs);
+        tokio::spawn(async move { fs.clunk(&e.caller, &e.aux).await });
+    }
+
+    async fn walk(&self, fid: u32, newfid: u32, wnames: Vec<String>) -> Result<Fcall, Fcall> {
+        let fs = &self.srv.fs;
+        let e = self.get(fid)?;
+        if e.mode.is_some() {
+            return Err(err("cannot walk from an open fid"));
+        }
+        if wnames.len() > MAXWELEM {
+            return Err(err(errstr::ETOOMANYWALK));
+        }
+        if newfid != fid && lock(&self.fids).contains_key(&newfid) {
+            return Err(err(errstr::EDUPFID));
+        }
+        if !wnames.is_empty() && e.qid.ty & QTDIR == 0 {
+            return Err(err(errstr::EWALKNODIR));
+        }
+        for w in &wnames {
+            if w.is_empty() || w == "." || w.contains('/') {
+                return Err(err(errstr::EBADNAME));
+            }
+        }
+        let w = fs.walk(&e.caller, &e.aux, &wnames).await.map_err(ename)?;
+        if w.qids.len() > wnames.len() || (w.qids.is_empty() && !wnames.is_empty()) {
+            return Err(err(errstr::EBOTCH));
+        }
+        let Some(aux) = w.fid else {
+            if w.qids.len() == wnames.len() {
+                return Err(err(errstr::EBOTCH));
+            }
+            return Ok(Fcall::Rwalk { wqids: w.qids });
+        };
+        if w.qids.len() < wnames.len() {
+            self.late_clunk(FidEntry {
+                aux,
+                qid: e.qid,
+                caller: e.caller.clone(),
+                mode: None,
+                dir: Mutex::new(None),
+            });
+            return Ok(Fcall::Rwalk { wqids: w.qids });
+        }
+        let qid = w.qids.last().copied().unwrap_or(e.qid);
+        let new = FidEntry {
+            aux,
+            qid,
+            caller: e.caller.clone(),
+            mode: None,
+            dir: Mutex::new(None),
+        };
+        if newfid == fid {
+            if let Err(new) = self.replace(fid, &e, new) {
+                self.late_clunk(new);
+                return Err(err(errstr::EBADFID));
+            }
+            // The old state is gone from the table; it has been walked away from.
+            fs.clunk(&e.caller, &e.aux).await;
+        } else if let Err((new, s)) = self.install(newfid, new) {
+            self.late_clunk(new);
+            return Err(err(s));
+        }
+        Ok(Fcall::Rwalk { wqids: w.qids })
+    }
+
+    async fn dirread(&self, e: &Arc<FidEntry<F::Fid>>, offset: u64, count: u32) -> Result<Fcall, Fcall> {
+        let fresh = if offset == 0 {
+            let list = self
+                .srv
+                .fs
+                .readdir(&e.caller, &e.aux)
+                .await
+                .map_err(ename)?;
+            let mut b = BytesMut::new();
+            for st in &list {
+                st.encode(&mut b).map_err(|_| err(errstr::EBOTCH))?;
+            }
+            Some(b.freeze())
+        } else {
+            None
+        };
+        let mut d = lock(&e.dir);
+        if let Some(data) = fresh {
+            *d = Some(DirSnap { data, next: 0 });
+        }
+        let Some(snap) = d.as_mut() else {
+            return Err(err(errstr::EBADOFFSET));
+        };
+        if offset != snap.next {
+            return Err(err(errstr::EBADOFFSET));
+        }
+        let start = offset as usize;
+        let mut end = start;
+        while end < snap.data.len() {
+            let n = u16::from_le_bytes([snap.data[end], snap.data[end + 1]]) as usize + 2;
+            if end + n - start > count as usize {
+                break;
+            }
+            end += n;
+        }
+        if end == start && end < snap.data.len() {
+            return Err(err("directory read count too small"));
+        }
+        snap.next = end as u64;
+        Ok(Fcall::Rread {
+            data: snap.data.slice(start..end),
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Fcall> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(err(errstr::EBADNAME));
+    }
+    if name.contains('/') {
+        return Err(err(errstr::EBADCHAR));
+    }
+    Ok(())
+}
+
+/// Whether `caller` may access a file with the given owner, group and mode for `want`
+/// (a combination of `DMREAD`, `DMWRITE`, `DMEXEC`), by Plan 9's rule: the owner
+/// checks the owner bits, a group member the group bits, everyone the other bits.
+/// Group membership here is the simple one of lib9p's servers: the group named like
+/// the user.
+pub fn has_perm(uname: &str, uid: &str, gid: &str, mode: u32, want: u32) -> bool {
+    let mut m = mode & 7;
+    if uname == uid {
+        m |= (mode >> 6) & 7;
+    }
+    if uname == gid {
+        m |= (mode >> 3) & 7;
+    }
+    m & want == want
+}
+
+/// The permission bits an open mode needs.
+pub fn open_perm(mode: u8) -> u32 {
+    let mut want = match mode & 3 {
+        fcall::OREAD => fcall::DMREAD,
+        OWRITE => fcall::DMWRITE,
+        ORDWR => fcall::DMREAD | fcall::DMWRITE,
+        OEXEC => fcall::DMEXEC,
+        _ => 0,
+    };
+    if mode & OTRUNC != 0 {
+        want |= fcall::DMWRITE;
+    }
+    want
+}

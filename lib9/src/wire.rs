@@ -1,0 +1,178 @@
+//! Moving 9P frames over a connection: a reader that cuts the byte stream into frames
+//! without copying them, and a writer task that sends queued messages with vectored
+//! writes, batching whatever is queued into one system call.
+
+use crate::dial::{BoxRead, BoxWrite};
+use crate::fcall::{self, Msg, ProtoError};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Reads whole frames from a connection.
+pub struct FrameReader {
+    rd: BoxRead,
+    buf: BytesMut,
+    max: u32,
+}
+
+/// How much to read at a time when no large frame is pending.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl FrameReader {
+    pub fn new(rd: BoxRead, max: u32) -> FrameReader {
+        FrameReader {
+            rd,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max,
+        }
+    }
+
+    /// Change the largest acceptable frame (after version negotiation).
+    pub fn set_max(&mut self, max: u32) {
+        self.max = max;
+    }
+
+    /// The next frame, or `None` at a clean end of the stream. A frame whose size field
+    /// is impossible or above the limit is an `InvalidData` error: the stream cannot be
+    /// resynchronised after it.
+    pub async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if let Some(size) = fcall::frame_len(&self.buf) {
+                fcall::check_frame_len(size, self.max)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let size = size as usize;
+                if self.buf.len() >= size {
+                    return Ok(Some(self.buf.split_to(size).freeze()));
+                }
+                // Make room for the rest of this frame, and a little more.
+                let want = size - self.buf.len();
+                self.buf.reserve(want.max(READ_CHUNK.min(size)));
+            } else if self.buf.capacity() - self.buf.len() < 64 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.rd.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message",
+                ));
+            }
+        }
+    }
+}
+
+/// One message ready to send: its encoded head and, for `Rread` and `Twrite`, the data
+/// that follows it uncopied. `guard` is dropped once the bytes are written: servers
+/// hang their memory budget on it.
+pub struct Outgoing {
+    pub head: Bytes,
+    pub bulk: Option<Bytes>,
+    pub guard: Option<Box<dyn Send>>,
+}
+
+impl Outgoing {
+    pub fn encode(m: &Msg) -> Result<Outgoing, ProtoError> {
+        let mut b = BytesMut::with_capacity(m.body.encoded_len().min(256));
+        let bulk = m.encode_head(&mut b)?;
+        Ok(Outgoing {
+            head: b.freeze(),
+            bulk,
+            guard: None,
+        })
+    }
+    pub fn len(&self) -> usize {
+        self.head.len() + self.bulk.as_ref().map_or(0, Bytes::len)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The sending side of a writer task. Sending never blocks, so it may be done while
+/// holding a lock, which is how replies are ordered against `Rflush`.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Outbox {
+    /// Queue a message; false if the connection's writer has gone.
+    pub fn send(&self, o: Outgoing) -> bool {
+        self.tx.send(o).is_ok()
+    }
+    /// Encode and queue a message.
+    pub fn send_msg(&self, m: &Msg) -> bool {
+        match Outgoing::encode(m) {
+            Ok(o) => self.send(o),
+            Err(_) => false,
+        }
+    }
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Start the writer task. It ends when every [`Outbox`] is dropped (after writing what
+/// was queued) or when a write fails; the returned handle yields the error, if any.
+pub fn spawn_writer(w: BoxWrite) -> (Outbox, tokio::task::JoinHandle<io::Result<()>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let h = tokio::spawn(writer_loop(w, rx));
+    (Outbox { tx }, h)
+}
+
+/// The most messages gathered into one vectored write.
+const MAX_BATCH: usize = 128;
+
+async fn writer_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Outgoing>) -> io::Result<()> {
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
+    let mut pieces: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH * 2);
+    loop {
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        for o in batch.iter_mut() {
+            pieces.push_back(std::mem::take(&mut o.head));
+            if let Some(b) = o.bulk.take() {
+                if !b.is_empty() {
+                    pieces.push_back(b);
+                }
+            }
+        }
+        let res = write_all_pieces(&mut w, &mut pieces).await;
+        batch.clear(); // releases the guards
+        if let Err(e) = res {
+            rx.close();
+            return Err(e);
+        }
+    }
+}
+
+async fn write_all_pieces(w: &mut BoxWrite, pieces: &mut VecDeque<Bytes>) -> io::Result<()> {
+    while !pieces.is_empty() {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = pieces.iter().take(64).map(|b| IoSlice::new(b)).collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed"));
+        }
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = pieces.front_mut() else { break };
+            if front.len() <= left {
+                left -= front.len();
+                pieces.pop_front();
+            } else {
+                let _ = front.split_to(left);
+                left = 0;
+            }
+        }
+    }
+    w.flush().await
+}

@@ -122,16 +122,37 @@ struct Inner {
     state: Mutex<State>,
     msize: u32,
     slots: Arc<Semaphore>,
+    hungup: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A connection to a 9P server. Cloning is cheap and shares the connection.
+/// A connection to a 9P server. Cloning is cheap and shares the connection, which is
+/// closed when the last clone (and the last [`Fid`] made through it) is dropped.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    _life: Arc<Life>,
+}
+
+/// Ends the connection when the last handle goes.
+struct Life {
+    reader: tokio::task::AbortHandle,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        self.reader.abort();
+        let mut st = lock(&self.inner.state);
+        st.dead = true;
+        st.waiters.clear();
+        self.inner.slots.close();
+        drop(st);
+        self.inner.hungup.send_replace(true);
+    }
 }
 
 /// Options of a connection.
@@ -193,9 +214,14 @@ impl Client {
             }),
             msize: agreed,
             slots: Arc::new(Semaphore::new(opts.max_inflight.max(1))),
+            hungup: tokio::sync::watch::channel(false).0,
         });
-        tokio::spawn(reader_loop(Arc::clone(&inner), rd));
-        Ok(Client { inner })
+        let reader = tokio::spawn(reader_loop(Arc::clone(&inner), rd)).abort_handle();
+        let life = Arc::new(Life {
+            reader,
+            inner: Arc::clone(&inner),
+        });
+        Ok(Client { inner, _life: life })
     }
 
     /// Dial a dial string and negotiate the version.
@@ -217,6 +243,12 @@ impl Client {
     /// Whether the connection has ended.
     pub fn is_hungup(&self) -> bool {
         lock(&self.inner.state).dead
+    }
+
+    /// Wait until the connection ends.
+    pub async fn hungup(&self) {
+        let mut rx = self.inner.hungup.subscribe();
+        let _ = rx.wait_for(|h| *h).await;
     }
 
     /// A fid number for the caller to use with [`Client::call`]; give it back with
@@ -247,7 +279,9 @@ impl Client {
         if st.dead {
             return Err(Error::Hungup);
         }
-        let tag = st.alloc_tag().ok_or(Error::Unexpected("tag space exhausted"))?;
+        let tag = st
+            .alloc_tag()
+            .ok_or(Error::Unexpected("tag space exhausted"))?;
         let m = Msg::new(tag, body);
         let out = match Outgoing::encode(&m) {
             Ok(o) => o,
@@ -559,6 +593,8 @@ async fn reader_loop(inner: Arc<Inner>, mut rd: FrameReader) {
     st.dead = true;
     st.waiters.clear();
     inner.slots.close();
+    drop(st);
+    inner.hungup.send_replace(true);
 }
 
 /// The qid a walk of `names` ended at, or why it did not get there.
@@ -673,7 +709,14 @@ impl Fid {
 
     /// Open this fid.
     pub async fn open(&mut self, mode: u8) -> Result<()> {
-        match self.client.rpc(Fcall::Topen { fid: self.fid, mode }).await? {
+        match self
+            .client
+            .rpc(Fcall::Topen {
+                fid: self.fid,
+                mode,
+            })
+            .await?
+        {
             Fcall::Ropen { qid, iounit } => {
                 self.qid = qid;
                 self.iounit = iounit;

@@ -29,8 +29,16 @@ pub enum DialError {
     Service(String),
     #[error(transparent)]
     Ns(#[from] ns::NsError),
-    #[error("{addr}: {err}")]
+    #[error("{addr}: {}", io_ename(err))]
     Io { addr: String, err: io::Error },
+}
+
+/// A host error in Plan 9's words.
+fn io_ename(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => crate::errstr::from_errno(n).to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// A parsed address.
@@ -113,7 +121,10 @@ fn parse_net(s: &str, defsrv: &str) -> Result<Addr, DialError> {
             }
             let svc = svc.unwrap_or(defsrv);
             let port = service_port(svc).ok_or_else(|| DialError::Service(svc.into()))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             Ok(Addr::Tcp { host, port })
         }
         "" => Err(DialError::Syntax(s.into())),
@@ -206,7 +217,11 @@ impl Listener {
     /// Where this listener is, as a dial string.
     pub fn addr(&self) -> String {
         match self {
-            Listener::Unix(l, _) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf())) {
+            Listener::Unix(l, _) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()))
+            {
                 Some(p) => format!("unix!{}", p.display()),
                 None => "unix!?".into(),
             },
@@ -261,17 +276,29 @@ impl AsyncListener {
 pub fn announce(s: &str) -> Result<Listener, DialError> {
     if !s.contains('!') && !s.starts_with('/') && !s.starts_with("./") {
         let posted = ns::post(s)?;
-        let l = posted
-            .try_clone_listener()
-            .map_err(|err| DialError::Io { addr: s.into(), err })?;
+        let l = posted.try_clone_listener().map_err(|err| DialError::Io {
+            addr: s.into(),
+            err,
+        })?;
         return Ok(Listener::Unix(l, Some(posted)));
     }
-    match parse_host(s, "9fs")? {
+    announce_addr(s, parse_host(s, "9fs")?)
+}
+
+/// Announce a dial string in which a bare name is a host (`-a` of the servers), as
+/// plan9port's netmkaddr completes it: `name` is `tcp!name!9fs`.
+pub fn announce_host(s: &str) -> Result<Listener, DialError> {
+    announce_addr(s, parse_host(s, "9fs")?)
+}
+
+fn announce_addr(s: &str, a: Addr) -> Result<Listener, DialError> {
+    match a {
         Addr::Unix(p) => {
             let posted = ns::post_at(&p, s)?;
-            let l = posted
-                .try_clone_listener()
-                .map_err(|err| DialError::Io { addr: s.into(), err })?;
+            let l = posted.try_clone_listener().map_err(|err| DialError::Io {
+                addr: s.into(),
+                err,
+            })?;
             Ok(Listener::Unix(l, Some(posted)))
         }
         Addr::Tcp { host, port } => {
@@ -284,7 +311,10 @@ pub fn announce(s: &str) -> Result<Listener, DialError> {
                         Err(e)
                     }
                 })
-                .map_err(|err| DialError::Io { addr: s.into(), err })?;
+                .map_err(|err| DialError::Io {
+                    addr: s.into(),
+                    err,
+                })?;
             Ok(Listener::Tcp(l))
         }
     }
@@ -329,11 +359,7 @@ impl AsyncRead for FdStream {
             let res = guard.try_io(|fd| {
                 // SAFETY: reading into an initialised buffer we hold exclusively.
                 let n = unsafe {
-                    libc::read(
-                        fd.as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
+                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())

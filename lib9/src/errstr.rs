@@ -16,6 +16,7 @@ pub const ENOTDIR: &str = "not a directory";
 pub const EISDIR: &str = "file is a directory";
 pub const ENOTEMPTY: &str = "directory not empty";
 pub const EINUSE: &str = "file in use";
+pub const EEXCL: &str = "exclusive use file already open";
 pub const EBADFID: &str = "unknown fid";
 pub const EDUPFID: &str = "duplicate fid";
 pub const EDUPTAG: &str = "duplicate tag";
@@ -128,6 +129,13 @@ pub fn from_errno(n: i32) -> &'static str {
         libc::EAGAIN => "resource temporarily unavailable",
         libc::ESPIPE => "seek on a stream",
         libc::EOPNOTSUPP => "operation not supported",
+        libc::ECONNREFUSED => "connection refused",
+        libc::ECONNRESET => "connection reset",
+        libc::ETIMEDOUT => "connection timed out",
+        libc::EHOSTUNREACH => "host unreachable",
+        libc::ENETUNREACH => "network unreachable",
+        libc::EADDRINUSE => "address in use",
+        libc::EADDRNOTAVAIL => "address not available",
         _ => EIO,
     }
 }
@@ -141,21 +149,17 @@ pub fn to_errno(ename: &str) -> i32 {
     let exact = match ename {
         ENONEXIST | "file not found" | "no such file or directory" => Some(libc::ENOENT),
         EEXIST | "file exists" => Some(libc::EEXIST),
-        EPERM | "access permission denied" | "permission denied: not owner" => {
-            Some(libc::EACCES)
-        }
+        EPERM | "access permission denied" | "permission denied: not owner" => Some(libc::EACCES),
         ENOTDIR | EWALKNODIR | ECREATENONDIR => Some(libc::ENOTDIR),
         EISDIR | "is a directory" => Some(libc::EISDIR),
         ENOTEMPTY | "directory is not empty" => Some(libc::ENOTEMPTY),
-        EINUSE | "exclusive use file already open" | "file locked" => Some(libc::EBUSY),
+        EINUSE | EEXCL | "file locked" => Some(libc::EBUSY),
         EBADFID | EBADUSE | ENOTOPEN => Some(libc::EBADF),
         EISOPEN | EBADMODE | EBADOFFSET | EBADWSTAT | EWSTATUID | EWSTATDIR | EBADLENGTH => {
             Some(libc::EINVAL)
         }
         EBADCHAR | EBADNAME => Some(libc::EINVAL),
-        ENOCREATE | ENOREMOVE | ENOWRITE | ENOWSTAT | ENOREAD | EREADONLY => {
-            Some(libc::EPERM)
-        }
+        ENOCREATE | ENOREMOVE | ENOWRITE | ENOWSTAT | ENOREAD | EREADONLY => Some(libc::EPERM),
         EINTR => Some(libc::EINTR),
         ENOSPACE => Some(libc::ENOSPC),
         EXDEV => Some(libc::EXDEV),

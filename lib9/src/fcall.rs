@@ -243,7 +243,7 @@ impl fmt::Display for Stat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "'{}' '{}' '{}' '{}' q {} m {:#o} at {} mt {} l {} t {} d {}",
+            "'{}' '{}' '{}' '{}' q {} m 0{:o} at {} mt {} l {} t {} d {}",
             self.name,
             self.uid,
             self.gid,
@@ -430,10 +430,7 @@ impl Fcall {
                 Fcall::Tattach { uname, aname, .. } => 8 + 2 + uname.len() + 2 + aname.len(),
                 Fcall::Rerror { ename } => 2 + ename.len(),
                 Fcall::Tflush { .. } => 2,
-                Fcall::Rflush
-                | Fcall::Rclunk
-                | Fcall::Rremove
-                | Fcall::Rwstat => 0,
+                Fcall::Rflush | Fcall::Rclunk | Fcall::Rremove | Fcall::Rwstat => 0,
                 Fcall::Twalk { wnames, .. } => {
                     10 + wnames.iter().map(|w| 2 + w.len()).sum::<usize>()
                 }
@@ -536,7 +533,11 @@ impl Msg {
     }
 }
 
-fn encode_body(body: &Fcall, buf: &mut BytesMut, bulk: &mut Option<Bytes>) -> Result<(), ProtoError> {
+fn encode_body(
+    body: &Fcall,
+    buf: &mut BytesMut,
+    bulk: &mut Option<Bytes>,
+) -> Result<(), ProtoError> {
     match body {
         Fcall::Tversion { msize, version } | Fcall::Rversion { msize, version } => {
             buf.put_u32_le(*msize);
@@ -1130,7 +1131,10 @@ mod tests {
         let b = m.to_bytes().unwrap();
         assert_eq!(
             &b[..],
-            &[19, 0, 0, 0, 100, 0xff, 0xff, 0, 0x20, 0, 0, 6, 0, b'9', b'P', b'2', b'0', b'0', b'0']
+            &[
+                19, 0, 0, 0, 100, 0xff, 0xff, 0, 0x20, 0, 0, 6, 0, b'9', b'P', b'2', b'0', b'0',
+                b'0'
+            ]
         );
     }
 
@@ -1187,6 +1191,9 @@ mod tests {
     fn mode_strings() {
         assert_eq!(ModeString(DMDIR | 0o755).to_string(), "d-rwxr-xr-x");
         assert_eq!(ModeString(0o644).to_string(), "--rw-r--r--");
-        assert_eq!(ModeString(DMAPPEND | DMEXCL | 0o600).to_string(), "alrw-------");
+        assert_eq!(
+            ModeString(DMAPPEND | DMEXCL | 0o600).to_string(),
+            "alrw-------"
+        );
     }
 }

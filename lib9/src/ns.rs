@@ -57,14 +57,20 @@ pub fn canonical_display(d: &str) -> String {
 
 /// The name space directory path, computed but not created or checked.
 pub fn namespace_path() -> PathBuf {
-    namespace_path_from(std::env::var_os("NAMESPACE"), std::env::var("DISPLAY").ok(), &user())
+    namespace_path_from(
+        std::env::var_os("NAMESPACE"),
+        std::env::var("DISPLAY").ok(),
+        &user(),
+    )
 }
 
 fn namespace_path_from(ns: Option<OsString>, display: Option<String>, user: &str) -> PathBuf {
     if let Some(ns) = ns.filter(|s| !s.is_empty()) {
         return PathBuf::from(ns);
     }
-    let disp = display.filter(|d| !d.is_empty()).unwrap_or_else(|| ":0".into());
+    let disp = display
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| ":0".into());
     PathBuf::from(format!("/tmp/ns.{}.{}", user, canonical_display(&disp)))
 }
 
@@ -104,8 +110,7 @@ fn ensure_dir(p: &Path) -> Result<(), NsError> {
 
 /// Check a service name: one non-empty path element.
 pub fn check_name(name: &str) -> Result<(), NsError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(NsError::BadName(name.into()));
     }
     Ok(())

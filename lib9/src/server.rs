@@ -142,11 +142,8 @@ pub trait Filesystem: Send + Sync + 'static {
         async { Err(Ename::from(errstr::ENOWRITE)) }
     }
 
-    fn stat(
-        &self,
-        caller: &Caller,
-        fid: &Self::Fid,
-    ) -> impl Future<Output = FsResult<Stat>> + Send;
+    fn stat(&self, caller: &Caller, fid: &Self::Fid)
+    -> impl Future<Output = FsResult<Stat>> + Send;
 
     fn wstat(
         &self,
@@ -302,7 +299,14 @@ impl<F: Filesystem> Server<F> {
 fn is_transient_accept_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED | libc::EINTR)
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
     ) || e.kind() == std::io::ErrorKind::ConnectionReset
 }
 
@@ -352,14 +356,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn err(e: &'static str) -> Fcall {
+fn rerror(e: &'static str) -> Fcall {
     Fcall::Rerror { ename: e.into() }
 }
 
-fn ename(e: Ename) -> Fcall {
-    Fcall::Rerror {
-        ename: e.0.into_owned(),
-    }
+fn err(e: &'static str) -> Ename {
+    Ename::from(e)
 }
 
 impl<F: Filesystem> ConnState<F> {
@@ -425,7 +427,7 @@ impl<F: Filesystem> ConnState<F> {
             eprintln!("<-{}- {}", self.id, msg);
         }
         if !msg.body.is_request() {
-            self.reply_now(tag, err("unexpected reply message"));
+            self.reply_now(tag, rerror("unexpected reply message"));
             return true;
         }
         match msg.body {
@@ -440,7 +442,7 @@ impl<F: Filesystem> ConnState<F> {
             _ => {}
         }
         if self.msize.load(Ordering::Relaxed) == 0 {
-            self.reply_now(tag, err("version not negotiated"));
+            self.reply_now(tag, rerror("version not negotiated"));
             return true;
         }
         // Hold the connection to its budgets; wait (and stop reading) if it is over.
@@ -467,7 +469,7 @@ impl<F: Filesystem> ConnState<F> {
             let mut p = lock(&self.pending);
             if p.contains_key(&tag) {
                 drop(p);
-                self.reply_now(tag, err(errstr::EDUPTAG));
+                self.reply_now(tag, rerror(errstr::EDUPTAG));
                 return true;
             }
             p.insert(tag, Pending { id, abort: None });
@@ -520,7 +522,7 @@ impl<F: Filesystem> ConnState<F> {
         self.abort_all();
         self.clunk_all().await;
         if msize < MIN_MSIZE {
-            self.reply_now(tag, err("msize too small"));
+            self.reply_now(tag, rerror("msize too small"));
             return;
         }
         let msize = msize.min(self.srv.cfg.max_msize);
@@ -563,7 +565,7 @@ impl<F: Filesystem> ConnState<F> {
         self.clunk_all().await;
     }
 
-    fn get(&self, fid: u32) -> Result<Arc<FidEntry<F::Fid>>, Fcall> {
+    fn get(&self, fid: u32) -> Result<Arc<FidEntry<F::Fid>>, Ename> {
         lock(&self.fids)
             .get(&fid)
             .cloned()
@@ -571,7 +573,11 @@ impl<F: Filesystem> ConnState<F> {
     }
 
     /// Install a new fid; fails if the number is taken or there are too many.
-    fn install(&self, fid: u32, e: FidEntry<F::Fid>) -> Result<(), (FidEntry<F::Fid>, &'static str)> {
+    fn install(
+        &self,
+        fid: u32,
+        e: FidEntry<F::Fid>,
+    ) -> Result<(), (FidEntry<F::Fid>, &'static str)> {
         let mut t = lock(&self.fids);
         if t.contains_key(&fid) {
             return Err((e, errstr::EDUPFID));
@@ -586,7 +592,12 @@ impl<F: Filesystem> ConnState<F> {
 
     /// Replace `old` (still installed at `fid`) by `new`; fails if it was clunked or
     /// replaced in the meantime.
-    fn replace(&self, fid: u32, old: &Arc<FidEntry<F::Fid>>, new: FidEntry<F::Fid>) -> Result<(), FidEntry<F::Fid>> {
+    fn replace(
+        &self,
+        fid: u32,
+        old: &Arc<FidEntry<F::Fid>>,
+        new: FidEntry<F::Fid>,
+    ) -> Result<(), FidEntry<F::Fid>> {
         let mut t = lock(&self.fids);
         match t.get_mut(&fid) {
             Some(cur) if Arc::ptr_eq(cur, old) => {
@@ -611,11 +622,14 @@ impl<F: Filesystem> ConnState<F> {
 
     async fn dispatch(self: &Arc<Self>, body: Fcall) -> Fcall {
         match self.dispatch_inner(body).await {
-            Ok(f) | Err(f) => f,
+            Ok(f) => f,
+            Err(e) => Fcall::Rerror {
+                ename: e.0.into_owned(),
+            },
         }
     }
 
-    async fn dispatch_inner(self: &Arc<Self>, body: Fcall) -> Result<Fcall, Fcall> {
+    async fn dispatch_inner(self: &Arc<Self>, body: Fcall) -> Result<Fcall, Ename> {
         let fs = &self.srv.fs;
         match body {
             Fcall::Tauth { afid, uname, aname } => {
@@ -625,7 +639,7 @@ impl<F: Filesystem> ConnState<F> {
                 let caller = Caller {
                     uname: uname.into(),
                 };
-                let (aux, mut qid) = fs.auth(&caller, &aname).await.map_err(ename)?;
+                let (aux, mut qid) = fs.auth(&caller, &aname).await?;
                 qid.ty |= QTAUTH;
                 self.install(
                     afid,
@@ -666,8 +680,7 @@ impl<F: Filesystem> ConnState<F> {
                 }
                 let (aux, qid) = fs
                     .attach(&caller, &aname, a.as_ref().map(|a| &a.aux))
-                    .await
-                    .map_err(ename)?;
+                    .await?;
                 self.install(
                     fid,
                     FidEntry {
@@ -697,10 +710,12 @@ impl<F: Filesystem> ConnState<F> {
                 if mode & !(3 | OTRUNC | ORCLOSE) != 0 {
                     return Err(err(errstr::EBADMODE));
                 }
-                if e.qid.ty & QTDIR != 0 && (mode & 3 == OWRITE || mode & 3 == ORDWR || mode & (OTRUNC | ORCLOSE) != 0) {
+                if e.qid.ty & QTDIR != 0
+                    && (mode & 3 == OWRITE || mode & 3 == ORDWR || mode & (OTRUNC | ORCLOSE) != 0)
+                {
                     return Err(err(errstr::EISDIR));
                 }
-                let o = fs.open(&e.caller, &e.aux, mode).await.map_err(ename)?;
+                let o = fs.open(&e.caller, &e.aux, mode).await?;
                 self.opened(fid, &e, o, mode)
             }
             Fcall::Tcreate {
@@ -720,13 +735,12 @@ impl<F: Filesystem> ConnState<F> {
                     return Err(err(errstr::EBADMODE));
                 }
                 check_name(&name)?;
-                if perm & fcall::DMDIR != 0 && (mode & 3 == OWRITE || mode & 3 == ORDWR || mode & (OTRUNC | ORCLOSE) != 0) {
+                if perm & fcall::DMDIR != 0
+                    && (mode & 3 == OWRITE || mode & 3 == ORDWR || mode & (OTRUNC | ORCLOSE) != 0)
+                {
                     return Err(err(errstr::EISDIR));
                 }
-                let o = fs
-                    .create(&e.caller, &e.aux, &name, perm, mode)
-                    .await
-                    .map_err(ename)?;
+                let o = fs.create(&e.caller, &e.aux, &name, perm, mode).await?;
                 let Opened { qid, iounit, .. } = &o;
                 let (qid, iounit) = (*qid, *iounit);
                 self.opened(fid, &e, o, mode)?;
@@ -749,10 +763,7 @@ impl<F: Filesystem> ConnState<F> {
                 if e.qid.ty & QTDIR != 0 {
                     return self.dirread(&e, offset, count).await;
                 }
-                let data = fs
-                    .read(&e.caller, &e.aux, offset, count)
-                    .await
-                    .map_err(ename)?;
+                let data = fs.read(&e.caller, &e.aux, offset, count).await?;
                 let data = if data.len() > count as usize {
                     data.slice(..count as usize)
                 } else {
@@ -773,10 +784,7 @@ impl<F: Filesystem> ConnState<F> {
                         errstr::EBADUSE
                     }));
                 }
-                let count = fs
-                    .write(&e.caller, &e.aux, offset, data)
-                    .await
-                    .map_err(ename)?;
+                let count = fs.write(&e.caller, &e.aux, offset, data).await?;
                 Ok(Fcall::Rwrite { count })
             }
             Fcall::Tclunk { fid } => {
@@ -788,12 +796,12 @@ impl<F: Filesystem> ConnState<F> {
                 let e = self.take(fid).ok_or_else(|| err(errstr::EBADFID))?;
                 let r = fs.remove(&e.caller, &e.aux).await;
                 fs.clunk(&e.caller, &e.aux).await;
-                r.map_err(ename)?;
+                r?;
                 Ok(Fcall::Rremove)
             }
             Fcall::Tstat { fid } => {
                 let e = self.get(fid)?;
-                let stat = fs.stat(&e.caller, &e.aux).await.map_err(ename)?;
+                let stat = fs.stat(&e.caller, &e.aux).await?;
                 Ok(Fcall::Rstat { stat })
             }
             Fcall::Twstat { fid, stat } => {
@@ -801,7 +809,7 @@ impl<F: Filesystem> ConnState<F> {
                 if !stat.name.is_empty() {
                     check_name(&stat.name)?;
                 }
-                fs.wstat(&e.caller, &e.aux, &stat).await.map_err(ename)?;
+                fs.wstat(&e.caller, &e.aux, &stat).await?;
                 Ok(Fcall::Rwstat)
             }
             _ => Err(err(errstr::EBOTCH)),
@@ -814,7 +822,7 @@ impl<F: Filesystem> ConnState<F> {
         old: &Arc<FidEntry<F::Fid>>,
         o: Opened<F::Fid>,
         mode: u8,
-    ) -> Result<Fcall, Fcall> {
+    ) -> Result<Fcall, Ename> {
         let iounit = if o.iounit == 0 || o.iounit > self.iounit() {
             0
         } else {
@@ -844,7 +852,7 @@ impl<F: Filesystem> ConnState<F> {
         tokio::spawn(async move { fs.clunk(&e.caller, &e.aux).await });
     }
 
-    async fn walk(&self, fid: u32, newfid: u32, wnames: Vec<String>) -> Result<Fcall, Fcall> {
+    async fn walk(&self, fid: u32, newfid: u32, wnames: Vec<String>) -> Result<Fcall, Ename> {
         let fs = &self.srv.fs;
         let e = self.get(fid)?;
         if e.mode.is_some() {
@@ -864,7 +872,7 @@ impl<F: Filesystem> ConnState<F> {
                 return Err(err(errstr::EBADNAME));
             }
         }
-        let w = fs.walk(&e.caller, &e.aux, &wnames).await.map_err(ename)?;
+        let w = fs.walk(&e.caller, &e.aux, &wnames).await?;
         if w.qids.len() > wnames.len() || (w.qids.is_empty() && !wnames.is_empty()) {
             return Err(err(errstr::EBOTCH));
         }
@@ -906,14 +914,14 @@ impl<F: Filesystem> ConnState<F> {
         Ok(Fcall::Rwalk { wqids: w.qids })
     }
 
-    async fn dirread(&self, e: &Arc<FidEntry<F::Fid>>, offset: u64, count: u32) -> Result<Fcall, Fcall> {
+    async fn dirread(
+        &self,
+        e: &Arc<FidEntry<F::Fid>>,
+        offset: u64,
+        count: u32,
+    ) -> Result<Fcall, Ename> {
         let fresh = if offset == 0 {
-            let list = self
-                .srv
-                .fs
-                .readdir(&e.caller, &e.aux)
-                .await
-                .map_err(ename)?;
+            let list = self.srv.fs.readdir(&e.caller, &e.aux).await?;
             let mut b = BytesMut::new();
             for st in &list {
                 st.encode(&mut b).map_err(|_| err(errstr::EBOTCH))?;
@@ -951,7 +959,7 @@ impl<F: Filesystem> ConnState<F> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Fcall> {
+fn check_name(name: &str) -> Result<(), Ename> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(err(errstr::EBADNAME));
     }

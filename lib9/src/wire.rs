@@ -156,15 +156,21 @@ async fn writer_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Outgoing>)
 async fn write_all_pieces(w: &mut BoxWrite, pieces: &mut VecDeque<Bytes>) -> io::Result<()> {
     while !pieces.is_empty() {
         let n = {
-            let slices: Vec<IoSlice<'_>> = pieces.iter().take(64).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> =
+                pieces.iter().take(64).map(|b| IoSlice::new(b)).collect();
             w.write_vectored(&slices).await?
         };
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "connection closed",
+            ));
         }
         let mut left = n;
         while left > 0 {
-            let Some(front) = pieces.front_mut() else { break };
+            let Some(front) = pieces.front_mut() else {
+                break;
+            };
             if front.len() <= left {
                 left -= front.len();
                 pieces.pop_front();

@@ -1,1 +1,11 @@
-//! placeholder
+//! srv: ninespace's file servers and the machinery to run them.
+//!
+//! - [`ramfs`]: an in-memory file tree;
+//! - [`exportfs`]: a host directory, confined beneath its root;
+//! - [`mux`]: many local clients over one connection to a server (`srv`);
+//! - [`daemon`]: announcing or posting a service and going into the background.
+
+pub mod daemon;
+pub mod exportfs;
+pub mod mux;
+pub mod ramfs;

@@ -1,0 +1,167 @@
+//! Running a service: announce its addresses (posting in `$NAMESPACE` as asked), go
+//! into the background once they are ready, serve until a signal, and take the posted
+//! sockets away again on the way out.
+//!
+//! The order matters for scripts: a server started as `ramfs -s ram` returns only once
+//! `ram` is posted and accepting, so the next command can use it at once.
+
+use lib9::dial::{self, AsyncListener, Conn, DialError, Listener};
+use lib9::server::{Filesystem, Server};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// How a server was asked to run.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// Dial strings to announce (`-a`).
+    pub addrs: Vec<String>,
+    /// Names to post in `$NAMESPACE` (`-s`).
+    pub names: Vec<String>,
+    /// Serve one connection on standard input and output (`-i`).
+    pub stdio: bool,
+    /// Stay in the foreground (`-f`).
+    pub foreground: bool,
+}
+
+/// Bind every address and post every name, before anything else happens.
+pub fn announce_all(o: &Opts) -> Result<Vec<Listener>, DialError> {
+    let mut out = Vec::new();
+    for a in &o.addrs {
+        out.push(dial::announce_host(a)?);
+    }
+    for n in &o.names {
+        out.push(dial::announce(n)?);
+    }
+    Ok(out)
+}
+
+/// Fork into the background: the parent exits at once with status 0 (the listeners
+/// are already accepting), the child leaves the terminal's session and reads
+/// /dev/null. Must be called before any thread is started.
+pub fn background() -> io::Result<()> {
+    // SAFETY: no other threads exist yet (callers promise), so fork is sound.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            // Leave without running destructors: the posted sockets belong to the
+            // child now.
+            // SAFETY: _exit ends the process immediately.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::unistd::setsid();
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                // SAFETY: dup2 onto standard input.
+                unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The runtime servers run on: one worker per core.
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("9p")
+        .build()
+}
+
+/// Resolve when the process is asked to stop (SIGINT, SIGTERM or SIGHUP).
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = recv(&mut term) => {}
+        _ = recv(&mut int) => {}
+        _ = recv(&mut hup) => {}
+    }
+}
+
+/// A connection on standard input and output.
+pub fn stdio_conn() -> io::Result<Conn> {
+    Conn::from_fds(dial::dup_fd(0)?, dial::dup_fd(1)?, "stdio")
+}
+
+/// Serve `fs` as `o` says until a stop signal (or, with `-i`, until the client hangs
+/// up). Listeners must come from [`announce_all`], made before [`background`].
+pub async fn serve<F: Filesystem>(
+    server: Arc<Server<F>>,
+    o: &Opts,
+    listeners: Vec<Listener>,
+) -> io::Result<()> {
+    if o.stdio {
+        let conn = stdio_conn()?;
+        tokio::select! {
+            _ = server.serve_conn(conn) => {}
+            _ = stop_signal() => {}
+        }
+        return Ok(());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners {
+        let l: AsyncListener = l.into_async()?;
+        let s = Arc::clone(&server);
+        tasks.spawn(async move { s.serve(l).await });
+    }
+    tokio::select! {
+        r = tasks.join_next() => {
+            if let Some(Ok(Err(e))) = r {
+                return Err(e);
+            }
+        }
+        _ = stop_signal() => {}
+    }
+    // Dropping the tasks drops the listeners, which unposts the names.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Parse the command line as clap describes it, but report a bad one Plan 9's way:
+/// the usage line on standard error and exit status 1. `--help` still prints help.
+pub fn args<T: clap::Parser + clap::CommandFactory>() -> T {
+    match T::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            let cmd = T::command();
+            let text = e.render().to_string();
+            let mut first = true;
+            for line in text.lines() {
+                let l = line.trim_end();
+                if l.is_empty() || l.starts_with("For more information") {
+                    continue;
+                }
+                if let Some(u) = l.strip_prefix("Usage: ") {
+                    eprintln!("usage: {u}");
+                } else if first {
+                    eprintln!("{}: {}", cmd.get_name(), l.trim_start_matches("error: "));
+                } else {
+                    eprintln!("{l}");
+                }
+                first = false;
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Print `prog: msg` on standard error and exit with status 1.
+pub fn fatal(prog: &str, msg: impl std::fmt::Display) -> ! {
+    eprintln!("{prog}: {msg}");
+    std::process::exit(1);
+}

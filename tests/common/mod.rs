@@ -1,0 +1,214 @@
+//! Shared helpers for the end-to-end tests: start the binaries in private name space
+//! directories, wait for them to accept, and kill them (by pid) when the test is done.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RAMFS: &str = env!("CARGO_BIN_EXE_ramfs");
+pub const EXPORTFS: &str = env!("CARGO_BIN_EXE_exportfs");
+pub const SRV: &str = env!("CARGO_BIN_EXE_srv");
+pub const NINEP: &str = env!("CARGO_BIN_EXE_9p");
+
+/// How long anything may take to come up before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A private $NAMESPACE directory, removed at the end.
+pub struct Ns {
+    pub dir: tempfile::TempDir,
+}
+
+impl Ns {
+    pub fn new() -> Ns {
+        let dir = tempfile::Builder::new()
+            .prefix("ns.test.")
+            .tempdir()
+            .expect("tempdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod ns");
+        Ns { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The socket path of a posted service.
+    pub fn svc(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A command with NAMESPACE set to this directory.
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("NAMESPACE", self.path());
+        c
+    }
+
+    /// Run `9p` with these arguments and optional standard input.
+    pub fn ninep(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        run_with_input(self.cmd(NINEP).args(args), input)
+    }
+}
+
+/// Run a command to completion (at most 60 s) feeding it `input`.
+pub fn run_with_input(c: &mut Command, input: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    c.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    if let Some(i) = input {
+        let mut sin = child.stdin.take().expect("stdin");
+        let data = i.to_vec();
+        std::thread::spawn(move || {
+            let _ = sin.write_all(&data);
+        });
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: kill by pid of our own child that overstayed.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = tx.send(());
+    out
+}
+
+/// A server process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    /// How to dial it.
+    pub addr: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until something accepts connections at a Unix socket path.
+pub fn wait_unix(p: &Path, child: &mut Child) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if std::os::unix::net::UnixStream::connect(p).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("server exited before accepting: {st}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up at {}",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait until something accepts connections at a TCP port of localhost.
+pub fn wait_tcp(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("server exited before accepting: {st}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A TCP port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Start a server binary in the foreground posting `name` in `ns`.
+pub fn start_posted(ns: &Ns, prog: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut c = ns.cmd(prog);
+    c.arg("-f").arg("-s").arg(name).args(extra);
+    c.stdin(Stdio::null());
+    let mut child = c.spawn().expect("spawn server");
+    let p = ns.svc(name);
+    wait_unix(&p, &mut child);
+    Proc {
+        child,
+        addr: format!("unix!{}", p.display()),
+    }
+}
+
+/// Start a server binary in the foreground on a TCP port of localhost.
+pub fn start_tcp(ns: &Ns, prog: &str, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let mut c = ns.cmd(prog);
+    c.arg("-f")
+        .arg("-a")
+        .arg(format!("tcp!127.0.0.1!{port}"))
+        .args(extra);
+    c.stdin(Stdio::null());
+    let mut child = c.spawn().expect("spawn server");
+    wait_tcp(port, &mut child);
+    Proc {
+        child,
+        addr: format!("tcp!127.0.0.1!{port}"),
+    }
+}
+
+/// A runtime for tests that drive the async client.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Run a future with a deadline, failing the test instead of hanging.
+pub fn within<T>(
+    rt: &tokio::runtime::Runtime,
+    secs: u64,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), f)
+            .await
+            .expect("test timed out")
+    })
+}

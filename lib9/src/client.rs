@@ -957,6 +957,12 @@ impl Fid {
     }
 }
 
+impl std::fmt::Debug for Fid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fid({} {})", self.fid, self.qid)
+    }
+}
+
 impl Drop for Fid {
     fn drop(&mut self) {
         if !self.clunked {

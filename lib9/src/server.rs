@@ -18,13 +18,12 @@ use crate::fcall::{
     self, Fcall, IOHDRSZ, MAXWELEM, MIN_MSIZE, Msg, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OTRUNC,
     OWRITE, QTAUTH, QTDIR, Qid, Stat, VERSION9P,
 };
-use crate::wire::{FrameReader, Outbox, Outgoing, spawn_writer};
+use crate::wire::{Admission, FrameReader, Outbox, Outgoing, Ticket, spawn_writer};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 /// What a file server's methods return.
@@ -267,15 +266,31 @@ impl<F: Filesystem> Server<F> {
             fids: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
-            budget: Arc::new(Semaphore::new(self.cfg.max_bytes)),
-            slots: Arc::new(Semaphore::new(self.cfg.max_outstanding)),
         });
         let mut rd = FrameReader::new(conn.read, self.cfg.max_msize);
+        let mut adm = Admission::new(
+            self.cfg.max_outstanding,
+            self.cfg.max_bytes,
+            self.cfg.max_outstanding,
+            (self.cfg.max_bytes / 4).max(2 * self.cfg.max_msize as usize),
+        );
         loop {
-            let frame = match rd.next().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
+            // While requests wait for room, keep reading (a Tflush may free some), up
+            // to a bound; past it, only wait.
+            let ev = if !adm.has_waiting() {
+                Ev::Frame(rd.next().await)
+            } else if adm.is_full() {
+                Ev::Ready(adm.next_ready().await)
+            } else {
+                tokio::select! {
+                    f = rd.next() => Ev::Frame(f),
+                    r = adm.next_ready() => Ev::Ready(r),
+                }
+            };
+            match ev {
+                Ev::Frame(Ok(Some(frame))) => st.incoming(frame, &mut rd, &mut adm).await,
+                Ev::Frame(Ok(None)) => break,
+                Ev::Frame(Err(e)) => {
                     if e.kind() == std::io::ErrorKind::InvalidData {
                         self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                         if self.cfg.trace {
@@ -284,9 +299,8 @@ impl<F: Filesystem> Server<F> {
                     }
                     break;
                 }
-            };
-            if !st.incoming(frame, &mut rd).await {
-                break;
+                Ev::Ready(Some((tag, body, ticket))) => st.start(tag, body, ticket),
+                Ev::Ready(None) => break,
             }
         }
         st.teardown().await;
@@ -294,6 +308,11 @@ impl<F: Filesystem> Server<F> {
         let _ = writer.await;
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+enum Ev {
+    Frame(std::io::Result<Option<Bytes>>),
+    Ready(Option<(u16, Fcall, Ticket)>),
 }
 
 fn is_transient_accept_error(e: &std::io::Error) -> bool {
@@ -340,14 +359,6 @@ struct ConnState<F: Filesystem> {
     fids: Mutex<HashMap<u32, Arc<FidEntry<F::Fid>>>>,
     pending: Mutex<HashMap<u16, Pending>>,
     next_req: AtomicU64,
-    budget: Arc<Semaphore>,
-    slots: Arc<Semaphore>,
-}
-
-/// What a request holds while it is in progress (and its reply is being sent).
-struct Permits {
-    _bytes: tokio::sync::OwnedSemaphorePermit,
-    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -400,8 +411,13 @@ impl<F: Filesystem> ConnState<F> {
         }
     }
 
-    /// Handle one frame. Returns false if the connection must end.
-    async fn incoming(self: &Arc<Self>, frame: Bytes, rd: &mut FrameReader) -> bool {
+    /// Handle one frame: answer it, start it, or leave it waiting for room.
+    async fn incoming(
+        self: &Arc<Self>,
+        frame: Bytes,
+        rd: &mut FrameReader,
+        adm: &mut Admission<Fcall>,
+    ) {
         let srv = &self.srv;
         srv.stats.requests.fetch_add(1, Ordering::Relaxed);
         let tag = fcall::frame_tag(&frame).unwrap_or(NOTAG);
@@ -420,7 +436,7 @@ impl<F: Filesystem> ConnState<F> {
                         ename: format!("bad 9P message: {e}"),
                     },
                 );
-                return true;
+                return;
             }
         };
         if srv.cfg.trace {
@@ -428,68 +444,62 @@ impl<F: Filesystem> ConnState<F> {
         }
         if !msg.body.is_request() {
             self.reply_now(tag, rerror("unexpected reply message"));
-            return true;
+            return;
         }
         match msg.body {
             Fcall::Tversion { msize, version } => {
+                adm.clear();
                 self.version(tag, msize, &version, rd).await;
-                return true;
+                return;
             }
             Fcall::Tflush { oldtag } => {
-                self.flush(tag, oldtag);
-                return true;
+                if adm.cancel(oldtag) {
+                    // It never started: it gets no reply, only this Rflush.
+                    self.reply_now(tag, Fcall::Rflush);
+                } else {
+                    self.flush(tag, oldtag);
+                }
+                return;
             }
             _ => {}
         }
-        if self.msize.load(Ordering::Relaxed) == 0 {
-            self.reply_now(tag, rerror("version not negotiated"));
-            return true;
-        }
-        // Hold the connection to its budgets; wait (and stop reading) if it is over.
         let msize = self.msize.load(Ordering::Relaxed);
+        if msize == 0 {
+            self.reply_now(tag, rerror("version not negotiated"));
+            return;
+        }
+        if adm.holds(tag) || lock(&self.pending).contains_key(&tag) {
+            self.reply_now(tag, rerror(errstr::EDUPTAG));
+            return;
+        }
+        // A read holds room for its reply too.
         let mut cost = flen + 512;
         if let Fcall::Tread { count, .. } = &msg.body {
             cost += (*count as usize).min(msize);
         }
-        let cost = cost.min(srv.cfg.max_bytes) as u32;
-        let bytes = match Arc::clone(&self.budget).acquire_many_owned(cost).await {
-            Ok(p) => p,
-            Err(_) => return false,
-        };
-        let slot = match Arc::clone(&self.slots).acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return false,
-        };
-        let permits = Permits {
-            _bytes: bytes,
-            _slot: slot,
-        };
-        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut p = lock(&self.pending);
-            if p.contains_key(&tag) {
-                drop(p);
-                self.reply_now(tag, rerror(errstr::EDUPTAG));
-                return true;
-            }
-            p.insert(tag, Pending { id, abort: None });
+        if let Some((body, ticket)) = adm.offer(tag, msg.body, cost.min(u32::MAX as usize) as u32) {
+            self.start(tag, body, ticket);
         }
+    }
+
+    /// Run a request in its own task.
+    fn start(self: &Arc<Self>, tag: u16, body: Fcall, ticket: Ticket) {
+        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pending).insert(tag, Pending { id, abort: None });
         let me = Arc::clone(self);
-        let body = msg.body;
         let h = tokio::spawn(async move {
             let reply = me.dispatch(body).await;
-            me.finish(tag, id, reply, permits);
+            me.finish(tag, id, reply, ticket);
         });
         if let Some(p) = lock(&self.pending).get_mut(&tag) {
             if p.id == id {
                 p.abort = Some(h.abort_handle());
             }
         }
-        true
     }
 
     /// Send a request's reply, unless it was flushed.
-    fn finish(&self, tag: u16, id: u64, reply: Fcall, permits: Permits) {
+    fn finish(&self, tag: u16, id: u64, reply: Fcall, ticket: Ticket) {
         let m = Msg::new(tag, reply);
         let mut p = lock(&self.pending);
         match p.get(&tag) {
@@ -498,7 +508,7 @@ impl<F: Filesystem> ConnState<F> {
                 self.trace_out(&m);
                 // Queued under the lock, so a Tflush handled after this sees the tag
                 // gone and its Rflush goes out after this reply.
-                self.send_encoded(&m, Some(Box::new(permits)));
+                self.send_encoded(&m, Some(Box::new(ticket)));
             }
             _ => {}
         }

@@ -182,3 +182,139 @@ async fn write_all_pieces(w: &mut BoxWrite, pieces: &mut VecDeque<Bytes>) -> io:
     }
     w.flush().await
 }
+
+/// What a request in progress holds of its connection's budgets; dropping it gives
+/// them back (servers drop it once the reply is written).
+pub struct Ticket {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
+
+struct Held<T> {
+    tag: u16,
+    item: T,
+    cost: u32,
+}
+
+/// Admission of a connection's requests under its budgets (requests in progress, and
+/// the bytes they hold), in arrival order.
+///
+/// A request that does not fit waits here, and the connection keeps reading while it
+/// waits, so that a `Tflush` behind it is still seen: one that names a waiting request
+/// simply cancels it, one that names a running request frees its room. Only when the
+/// waiting requests themselves pass a bound does the connection stop reading.
+pub struct Admission<T> {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    bytes: std::sync::Arc<tokio::sync::Semaphore>,
+    max_bytes: u32,
+    held: VecDeque<Held<T>>,
+    held_bytes: usize,
+    max_held: usize,
+    max_held_bytes: usize,
+}
+
+impl<T> Admission<T> {
+    /// `max_outstanding` requests in progress holding at most `max_bytes`; at most
+    /// `max_held` more (of `max_held_bytes`) waiting before reading stops.
+    pub fn new(
+        max_outstanding: usize,
+        max_bytes: usize,
+        max_held: usize,
+        max_held_bytes: usize,
+    ) -> Admission<T> {
+        let max_bytes = max_bytes.clamp(
+            1,
+            tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize),
+        );
+        Admission {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_outstanding.max(1))),
+            bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(max_bytes)),
+            max_bytes: max_bytes as u32,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            max_held: max_held.max(1),
+            max_held_bytes,
+        }
+    }
+
+    fn try_ticket(&self, cost: u32) -> Option<Ticket> {
+        let slot = std::sync::Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .ok()?;
+        let bytes = std::sync::Arc::clone(&self.bytes)
+            .try_acquire_many_owned(cost.min(self.max_bytes))
+            .ok()?;
+        Some(Ticket {
+            _slot: slot,
+            _bytes: bytes,
+        })
+    }
+
+    /// Offer a request costing `cost` bytes: it comes back with its ticket if it can
+    /// run now (nothing is waiting before it and there is room), else it waits here.
+    pub fn offer(&mut self, tag: u16, item: T, cost: u32) -> Option<(T, Ticket)> {
+        if self.held.is_empty() {
+            if let Some(t) = self.try_ticket(cost) {
+                return Some((item, t));
+            }
+        }
+        self.held_bytes += cost as usize;
+        self.held.push_back(Held { tag, item, cost });
+        None
+    }
+
+    /// Whether a request with this tag is waiting.
+    pub fn holds(&self, tag: u16) -> bool {
+        self.held.iter().any(|h| h.tag == tag)
+    }
+
+    /// Withdraw a waiting request (it was flushed before it ran); false if none waits.
+    pub fn cancel(&mut self, tag: u16) -> bool {
+        if let Some(i) = self.held.iter().position(|h| h.tag == tag) {
+            if let Some(h) = self.held.remove(i) {
+                self.held_bytes -= h.cost as usize;
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Forget every waiting request.
+    pub fn clear(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+    }
+
+    pub fn has_waiting(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Whether so much is waiting that the connection should stop reading.
+    pub fn is_full(&self) -> bool {
+        self.held.len() >= self.max_held || self.held_bytes >= self.max_held_bytes
+    }
+
+    /// Wait until the first waiting request can run, and take it. Cancel-safe: if the
+    /// future is dropped, nothing is taken.
+    pub async fn next_ready(&mut self) -> Option<(u16, T, Ticket)> {
+        let cost = self.held.front()?.cost.min(self.max_bytes);
+        let slot = std::sync::Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .ok()?;
+        let bytes = std::sync::Arc::clone(&self.bytes)
+            .acquire_many_owned(cost)
+            .await
+            .ok()?;
+        let h = self.held.pop_front()?;
+        self.held_bytes -= h.cost as usize;
+        Some((
+            h.tag,
+            h.item,
+            Ticket {
+                _slot: slot,
+                _bytes: bytes,
+            },
+        ))
+    }
+}

@@ -12,15 +12,17 @@ use lib9::client::{Call, Client};
 use lib9::dial::{AsyncListener, Conn};
 use lib9::errstr::{self, Ename};
 use lib9::fcall::{self, Fcall, MIN_MSIZE, Msg, NOFID, NOTAG, VERSION9P};
-use lib9::wire::{FrameReader, Outbox, spawn_writer};
+use lib9::wire::{Admission, FrameReader, Outbox, Ticket, spawn_writer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
-/// Requests in progress per local client before the multiplexer stops reading it.
+/// Requests in progress per local client, and the bytes they may hold, before the
+/// multiplexer makes the client's further requests wait.
 const MAX_OUTSTANDING: usize = 256;
+const MAX_BYTES: usize = 32 * 1024 * 1024;
 
 /// A multiplexer over one upstream connection.
 pub struct Mux {
@@ -61,41 +63,70 @@ impl Mux {
             msize: AtomicU32::new(0),
             fids: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(MAX_OUTSTANDING)),
         });
         let mut rd = FrameReader::new(conn.read, self.up.msize());
+        let mut adm = Admission::new(MAX_OUTSTANDING, MAX_BYTES, MAX_OUTSTANDING, MAX_BYTES / 4);
         loop {
-            let frame = tokio::select! {
-                r = rd.next() => match r {
-                    Ok(Some(f)) => f,
+            // As in the server framework: while requests wait for room, keep reading,
+            // so that a Tflush behind them is seen.
+            let ev = tokio::select! {
+                f = rd.next(), if !adm.is_full() || !adm.has_waiting() => match f {
+                    Ok(Some(f)) => Ev::Frame(f),
                     _ => break,
+                },
+                r = adm.next_ready(), if adm.has_waiting() => match r {
+                    Some(r) => Ev::Ready(r),
+                    None => break,
                 },
                 _ = self.up.hungup() => break,
             };
-            let tag = fcall::frame_tag(&frame).unwrap_or(NOTAG);
-            let m = match fcall::decode(frame, self.up.msize()) {
-                Ok(m) => m,
-                Err(e) => {
-                    lc.reply(
-                        tag,
-                        Fcall::Rerror {
-                            ename: format!("bad 9P message: {e}"),
-                        },
-                    );
-                    continue;
+            match ev {
+                Ev::Ready((tag, body, ticket)) => lc.start(tag, body, ticket),
+                Ev::Frame(frame) => {
+                    let tag = fcall::frame_tag(&frame).unwrap_or(NOTAG);
+                    match fcall::decode(frame, self.up.msize()) {
+                        Ok(m) => {
+                            if self.trace {
+                                eprintln!("<- {m}");
+                            }
+                            lc.incoming(m, &mut rd, &mut adm);
+                        }
+                        Err(e) => lc.reply(
+                            tag,
+                            Fcall::Rerror {
+                                ename: format!("bad 9P message: {e}"),
+                            },
+                        ),
+                    }
                 }
-            };
-            if self.trace {
-                eprintln!("<- {m}");
-            }
-            if !lc.incoming(m, &mut rd).await {
-                break;
             }
         }
         lc.hangup();
         drop(lc);
         let _ = writer.await;
     }
+}
+
+/// Tells a request's task to flush it. A signal whose sender went away without
+/// sending (the request is not to be flushed) never fires.
+struct FlushSignal(Option<oneshot::Receiver<()>>);
+
+impl FlushSignal {
+    async fn wait(&mut self) {
+        if let Some(rx) = self.0.as_mut() {
+            let r = rx.await;
+            self.0 = None;
+            if r.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+enum Ev {
+    Frame(bytes::Bytes),
+    Ready((u16, Fcall, Ticket)),
 }
 
 /// A local fid: its upstream number, or `None` while a request is creating it.
@@ -115,7 +146,6 @@ struct Local {
     msize: AtomicU32,
     fids: Mutex<FidMap>,
     pending: Mutex<HashMap<u16, Pending>>,
-    slots: Arc<Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,14 +372,15 @@ impl Local {
         }
     }
 
-    async fn incoming(self: &Arc<Self>, m: Msg, rd: &mut FrameReader) -> bool {
+    fn incoming(self: &Arc<Self>, m: Msg, rd: &mut FrameReader, adm: &mut Admission<Fcall>) {
         let tag = m.tag;
         match m.body {
             Fcall::Tversion { msize, version } => {
+                adm.clear();
                 self.hangup();
                 if msize < MIN_MSIZE {
                     self.reply(tag, rerr("msize too small"));
-                    return true;
+                    return;
                 }
                 let ms = msize.min(self.mux.up.msize());
                 let v = if version == VERSION9P || version.starts_with("9P2000.") {
@@ -366,93 +397,112 @@ impl Local {
                         version: v.into(),
                     },
                 );
-                true
             }
             Fcall::Tflush { oldtag } => {
-                self.flush(tag, oldtag);
-                true
+                if adm.cancel(oldtag) {
+                    self.reply(tag, Fcall::Rflush);
+                } else {
+                    self.flush(tag, oldtag);
+                }
             }
             body if body.is_request() => {
                 if self.msize.load(Ordering::Relaxed) == 0 {
                     self.reply(tag, rerr("version not negotiated"));
-                    return true;
+                    return;
                 }
-                let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
-                    return false;
-                };
-                if lock(&self.pending).contains_key(&tag) {
+                if adm.holds(tag) || lock(&self.pending).contains_key(&tag) {
                     self.reply(tag, rerr(errstr::EDUPTAG));
-                    return true;
+                    return;
                 }
-                let (up_body, eff) = match self.translate(body) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        self.reply(
-                            tag,
-                            Fcall::Rerror {
-                                ename: e.0.into_owned(),
-                            },
-                        );
-                        return true;
-                    }
-                };
-                let newfid = match &eff {
-                    Effect::Make { up, .. } => Some(*up),
-                    _ => None,
-                };
-                // A clunk or remove always runs to the end: abandoning it half-way
-                // would leave the server's fid in doubt.
-                let abortable = !matches!(eff, Effect::Forget { .. });
-                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                let (ftx, frx) = oneshot::channel::<()>();
-                let (dtx, drx) = watch::channel(false);
-                lock(&self.pending).insert(
+                let cost = body.encoded_len()
+                    + 512
+                    + match &body {
+                        Fcall::Tread { count, .. } => *count as usize,
+                        _ => 0,
+                    };
+                if let Some((body, ticket)) = adm.offer(tag, body, cost.min(MAX_BYTES) as u32) {
+                    self.start(tag, body, ticket);
+                }
+            }
+            _ => self.reply(tag, rerr("unexpected reply message")),
+        }
+    }
+
+    /// Send a request upstream from its own task, and its reply back.
+    fn start(self: &Arc<Self>, tag: u16, body: Fcall, ticket: Ticket) {
+        let (up_body, eff) = match self.translate(body) {
+            Ok(x) => x,
+            Err(e) => {
+                self.reply(
                     tag,
-                    Pending {
-                        id,
-                        abort: None,
-                        flush: Some(ftx),
-                        abortable,
-                        done: drx,
+                    Fcall::Rerror {
+                        ename: e.0.into_owned(),
                     },
                 );
-                let me = Arc::clone(self);
-                let h = tokio::spawn(async move {
-                    let _slot = slot;
-                    let reply = match me.mux.up.start(up_body, newfid).await {
-                        Ok(call) => me.await_call(call, frx).await,
-                        Err(_) => Some(rerr(errstr::EHUNGUP)),
-                    };
-                    me.settle(&eff, reply.as_ref());
-                    let mut p = lock(&me.pending);
-                    if p.get(&tag).is_some_and(|e| e.id == id) {
-                        p.remove(&tag);
-                    }
-                    if let Some(r) = reply {
-                        me.reply(tag, r);
-                    }
-                    drop(p);
-                    let _ = dtx.send(true);
-                });
-                if let Some(p) = lock(&self.pending).get_mut(&tag) {
-                    if p.id == id && abortable {
-                        p.abort = Some(h.abort_handle());
-                    }
-                }
-                true
+                return;
             }
-            _ => {
-                self.reply(tag, rerr("unexpected reply message"));
-                true
+        };
+        let newfid = match &eff {
+            Effect::Make { up, .. } => Some(*up),
+            _ => None,
+        };
+        // A clunk or remove always runs to the end: abandoning it half-way would leave
+        // the server's fid in doubt.
+        let abortable = !matches!(eff, Effect::Forget { .. });
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let (ftx, frx) = oneshot::channel::<()>();
+        let mut frx = FlushSignal(Some(frx));
+        let (dtx, drx) = watch::channel(false);
+        lock(&self.pending).insert(
+            tag,
+            Pending {
+                id,
+                abortable,
+                abort: None,
+                flush: Some(ftx),
+                done: drx,
+            },
+        );
+        let me = Arc::clone(self);
+        let h = tokio::spawn(async move {
+            let _ticket = ticket;
+            let reply = tokio::select! {
+                c = me.mux.up.start(up_body, newfid) => match c {
+                    Ok(call) => me.await_call(call, frx).await,
+                    Err(_) => Some(rerr(errstr::EHUNGUP)),
+                },
+                // Flushed while waiting for room upstream: it never went out, so a
+                // fid number it reserved was never seen by the server either.
+                _ = frx.wait() => {
+                    if let Effect::Make { up, .. } = eff {
+                        me.mux.up.free_fid(up);
+                    }
+                    None
+                }
+            };
+            me.settle(&eff, reply.as_ref());
+            let mut p = lock(&me.pending);
+            if p.get(&tag).is_some_and(|e| e.id == id) {
+                p.remove(&tag);
+            }
+            if let Some(r) = reply {
+                me.reply(tag, r);
+            }
+            drop(p);
+            let _ = dtx.send(true);
+        });
+        if let Some(p) = lock(&self.pending).get_mut(&tag) {
+            if p.id == id && abortable {
+                p.abort = Some(h.abort_handle());
             }
         }
     }
 
     /// Wait for the server's reply, or flush the request when told to.
-    async fn await_call(&self, mut call: Call, flush: oneshot::Receiver<()>) -> Option<Fcall> {
+    async fn await_call(&self, mut call: Call, mut flush: FlushSignal) -> Option<Fcall> {
         tokio::select! {
             r = &mut call => Some(r.unwrap_or_else(|_| rerr(errstr::EHUNGUP))),
-            _ = flush => call.flush().await.unwrap_or_default(),
+            _ = flush.wait() => call.flush().await.unwrap_or_default(),
         }
     }
 

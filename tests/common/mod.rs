@@ -84,11 +84,20 @@ pub fn run_with_input(c: &mut Command, input: Option<&[u8]>) -> Output {
     out
 }
 
-/// A server process, killed when dropped.
+/// A server process, killed when dropped. Its standard error goes to a file that is
+/// checked then: a server that panicked (even in a task it survived) fails the test.
 pub struct Proc {
     pub child: Child,
     /// How to dial it.
     pub addr: String,
+    pub stderr: Option<tempfile::NamedTempFile>,
+}
+
+/// Standard error for a server: a temporary file, to be checked for panics.
+pub fn stderr_file() -> (tempfile::NamedTempFile, Stdio) {
+    let f = tempfile::NamedTempFile::new().expect("stderr file");
+    let s = Stdio::from(f.reopen().expect("reopen stderr file"));
+    (f, s)
 }
 
 impl Proc {
@@ -101,19 +110,37 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// What the server wrote on standard error so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f.path()).ok())
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut exited = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let err = self.stderr_text();
+        if err.contains("panicked") && !std::thread::panicking() {
+            panic!("server {} panicked:\n{err}", self.addr);
+        }
     }
 }
 
@@ -164,13 +191,19 @@ pub fn free_port() -> u16 {
 pub fn start_posted(ns: &Ns, prog: &str, name: &str, extra: &[&str]) -> Proc {
     let mut c = ns.cmd(prog);
     c.arg("-f").arg("-s").arg(name).args(extra);
-    c.stdin(Stdio::null());
+    spawn_server(c, ns.svc(name))
+}
+
+/// Spawn a server command in the foreground and wait for its Unix socket.
+pub fn spawn_server(mut c: Command, sock: PathBuf) -> Proc {
+    let (f, s) = stderr_file();
+    c.stdin(Stdio::null()).stderr(s);
     let mut child = c.spawn().expect("spawn server");
-    let p = ns.svc(name);
-    wait_unix(&p, &mut child);
+    wait_unix(&sock, &mut child);
     Proc {
         child,
-        addr: format!("unix!{}", p.display()),
+        addr: format!("unix!{}", sock.display()),
+        stderr: Some(f),
     }
 }
 
@@ -182,12 +215,14 @@ pub fn start_tcp(ns: &Ns, prog: &str, extra: &[&str]) -> Proc {
         .arg("-a")
         .arg(format!("tcp!127.0.0.1!{port}"))
         .args(extra);
-    c.stdin(Stdio::null());
+    let (f, s) = stderr_file();
+    c.stdin(Stdio::null()).stderr(s);
     let mut child = c.spawn().expect("spawn server");
     wait_tcp(port, &mut child);
     Proc {
         child,
         addr: format!("tcp!127.0.0.1!{port}"),
+        stderr: Some(f),
     }
 }
 

@@ -271,7 +271,7 @@ impl<F: Filesystem> Server<F> {
         let mut adm = Admission::new(
             self.cfg.max_outstanding,
             self.cfg.max_bytes,
-            self.cfg.max_outstanding,
+            4 * self.cfg.max_outstanding + 64,
             (self.cfg.max_bytes / 4).max(2 * self.cfg.max_msize as usize),
         );
         loop {

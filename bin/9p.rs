@@ -1,5 +1,10 @@
 //! 9p: read and write files on a 9P server, as plan9port's 9p(1). See docs/9p.md.
 
+/// Servers and clients churn through message buffers; mimalloc recycles them without
+/// returning pages to the kernel after every message.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use lib9::blocking::{Client, Fid};

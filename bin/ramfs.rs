@@ -1,5 +1,10 @@
 //! ramfs: serve an in-memory file tree over 9P. See docs/ramfs.md.
 
+/// Servers and clients churn through message buffers; mimalloc recycles them without
+/// returning pages to the kernel after every message.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use lib9::server::{Config, Server};
 use srv::daemon::{self, Opts, fatal};

@@ -1,6 +1,11 @@
 //! srv: dial a 9P server and post it in $NAMESPACE for any number of local clients.
 //! See docs/srv.md.
 
+/// Servers and clients churn through message buffers; mimalloc recycles them without
+/// returning pages to the kernel after every message.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use lib9::client::{Client, Options};
 use lib9::dial::{self, Addr, Conn};

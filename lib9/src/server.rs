@@ -18,7 +18,7 @@ use crate::fcall::{
     self, Fcall, IOHDRSZ, MAXWELEM, MIN_MSIZE, Msg, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OTRUNC,
     OWRITE, QTAUTH, QTDIR, Qid, Stat, VERSION9P,
 };
-use crate::wire::{Admission, FrameReader, Outbox, Outgoing, Ticket, spawn_writer};
+use crate::wire::{Admission, Bulk, FrameReader, Outbox, Outgoing, Ticket, spawn_writer};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +42,35 @@ pub struct Opened<F> {
     pub fid: F,
     pub qid: Qid,
     pub iounit: u32,
+}
+
+/// What a read returns: bytes, or a range of an open host file, which the connection
+/// sends straight from the page cache (sendfile) without copying it through the server.
+pub enum Data {
+    Bytes(Bytes),
+    File {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u32,
+    },
+}
+
+impl From<Bytes> for Data {
+    fn from(b: Bytes) -> Data {
+        Data::Bytes(b)
+    }
+}
+
+impl Data {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Bytes(b) => b.len(),
+            Data::File { len, .. } => *len as usize,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Who is asking: the user named at attach, carried by every fid made from it.
@@ -116,7 +145,7 @@ pub trait Filesystem: Send + Sync + 'static {
         _fid: &Self::Fid,
         _offset: u64,
         _count: u32,
-    ) -> impl Future<Output = FsResult<Bytes>> + Send {
+    ) -> impl Future<Output = FsResult<Data>> + Send {
         async { Err(Ename::from(errstr::ENOREAD)) }
     }
 
@@ -310,6 +339,16 @@ impl<F: Filesystem> Server<F> {
     }
 }
 
+/// A request's answer: a message, or an Rread whose data comes from a file.
+enum Reply {
+    Msg(Fcall),
+    File {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u32,
+    },
+}
+
 enum Ev {
     Frame(std::io::Result<Option<Bytes>>),
     Ready(Option<(u16, Fcall, Ticket)>),
@@ -499,16 +538,39 @@ impl<F: Filesystem> ConnState<F> {
     }
 
     /// Send a request's reply, unless it was flushed.
-    fn finish(&self, tag: u16, id: u64, reply: Fcall, ticket: Ticket) {
-        let m = Msg::new(tag, reply);
+    fn finish(&self, tag: u16, id: u64, reply: Reply, ticket: Ticket) {
         let mut p = lock(&self.pending);
         match p.get(&tag) {
             Some(e) if e.id == id => {
                 p.remove(&tag);
-                self.trace_out(&m);
                 // Queued under the lock, so a Tflush handled after this sees the tag
                 // gone and its Rflush goes out after this reply.
-                self.send_encoded(&m, Some(Box::new(ticket)));
+                match reply {
+                    Reply::Msg(body) => {
+                        let m = Msg::new(tag, body);
+                        self.trace_out(&m);
+                        self.send_encoded(&m, Some(Box::new(ticket)));
+                    }
+                    Reply::File { file, offset, len } => {
+                        if self.srv.cfg.trace {
+                            eprintln!("-{}-> Rread tag {tag} count {len} (from file)", self.id);
+                        }
+                        let mut head = BytesMut::with_capacity(11);
+                        head.extend_from_slice(&(11 + len).to_le_bytes());
+                        head.extend_from_slice(&[fcall::mtype::RREAD]);
+                        head.extend_from_slice(&tag.to_le_bytes());
+                        head.extend_from_slice(&len.to_le_bytes());
+                        self.outbox.send(Outgoing {
+                            head: head.freeze(),
+                            bulk: Bulk::File {
+                                file,
+                                offset,
+                                len: len as usize,
+                            },
+                            guard: Some(Box::new(ticket)),
+                        });
+                    }
+                }
             }
             _ => {}
         }
@@ -630,16 +692,57 @@ impl<F: Filesystem> ConnState<F> {
         (self.msize.load(Ordering::Relaxed) as u32).saturating_sub(IOHDRSZ)
     }
 
-    async fn dispatch(self: &Arc<Self>, body: Fcall) -> Fcall {
+    async fn dispatch(self: &Arc<Self>, body: Fcall) -> Reply {
         match self.dispatch_inner(body).await {
-            Ok(f) => f,
-            Err(e) => Fcall::Rerror {
+            Ok(r) => r,
+            Err(e) => Reply::Msg(Fcall::Rerror {
                 ename: e.0.into_owned(),
-            },
+            }),
         }
     }
 
-    async fn dispatch_inner(self: &Arc<Self>, body: Fcall) -> Result<Fcall, Ename> {
+    async fn dispatch_inner(self: &Arc<Self>, body: Fcall) -> Result<Reply, Ename> {
+        match body {
+            Fcall::Tread { fid, offset, count } => self.tread(fid, offset, count).await,
+            body => self.dispatch_msg(body).await.map(Reply::Msg),
+        }
+    }
+
+    async fn tread(&self, fid: u32, offset: u64, count: u32) -> Result<Reply, Ename> {
+        let e = self.get(fid)?;
+        let readable = match e.mode {
+            Some(m) => m & 3 != OWRITE,
+            None => false,
+        };
+        if !readable {
+            return Err(err(if e.mode.is_none() {
+                errstr::ENOTOPEN
+            } else {
+                errstr::EBADUSE
+            }));
+        }
+        let count = count.min(self.iounit());
+        if e.qid.ty & QTDIR != 0 {
+            return self.dirread(&e, offset, count).await.map(Reply::Msg);
+        }
+        match self.srv.fs.read(&e.caller, &e.aux, offset, count).await? {
+            Data::Bytes(data) => {
+                let data = if data.len() > count as usize {
+                    data.slice(..count as usize)
+                } else {
+                    data
+                };
+                Ok(Reply::Msg(Fcall::Rread { data }))
+            }
+            Data::File { file, offset, len } => Ok(Reply::File {
+                file,
+                offset,
+                len: len.min(count),
+            }),
+        }
+    }
+
+    async fn dispatch_msg(self: &Arc<Self>, body: Fcall) -> Result<Fcall, Ename> {
         let fs = &self.srv.fs;
         match body {
             Fcall::Tauth { afid, uname, aname } => {
@@ -755,31 +858,6 @@ impl<F: Filesystem> ConnState<F> {
                 let (qid, iounit) = (*qid, *iounit);
                 self.opened(fid, &e, o, mode)?;
                 Ok(Fcall::Rcreate { qid, iounit })
-            }
-            Fcall::Tread { fid, offset, count } => {
-                let e = self.get(fid)?;
-                let readable = match e.mode {
-                    Some(m) => m & 3 != OWRITE,
-                    None => false,
-                };
-                if !readable {
-                    return Err(err(if e.mode.is_none() {
-                        errstr::ENOTOPEN
-                    } else {
-                        errstr::EBADUSE
-                    }));
-                }
-                let count = count.min(self.iounit());
-                if e.qid.ty & QTDIR != 0 {
-                    return self.dirread(&e, offset, count).await;
-                }
-                let data = fs.read(&e.caller, &e.aux, offset, count).await?;
-                let data = if data.len() > count as usize {
-                    data.slice(..count as usize)
-                } else {
-                    data
-                };
-                Ok(Fcall::Rread { data })
             }
             Fcall::Twrite { fid, offset, data } => {
                 let e = self.get(fid)?;

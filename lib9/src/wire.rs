@@ -2,7 +2,7 @@
 //! without copying them, and a writer task that sends queued messages with vectored
 //! writes, batching whatever is queued into one system call.
 
-use crate::dial::{BoxRead, BoxWrite};
+use crate::dial::{BoxRead, WriteHalf};
 use crate::fcall::{self, Msg, ProtoError};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -11,14 +11,79 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Reads whole frames from a connection.
+///
+/// Small frames are cut from one shared read buffer, many per read. A large frame (a
+/// big `Rread` or `Twrite`) is read into a buffer of its own, taken from a small pool
+/// that gets the buffer back when the last piece of the frame is dropped, so that a
+/// steady stream of large messages does not ask the kernel for fresh pages each time.
 pub struct FrameReader {
     rd: BoxRead,
     buf: BytesMut,
     max: u32,
+    pool: std::sync::Arc<Pool>,
 }
 
 /// How much to read at a time when no large frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
+/// Frames at least this large get a pooled buffer of their own.
+const LARGE_FRAME: usize = 32 * 1024;
+
+/// Recycled buffers for large frames.
+pub struct Pool {
+    free: std::sync::Mutex<Vec<Box<[u8]>>>,
+    max_bufs: usize,
+}
+
+impl Pool {
+    fn new(max_bufs: usize) -> Pool {
+        Pool {
+            free: std::sync::Mutex::new(Vec::new()),
+            max_bufs,
+        }
+    }
+
+    /// A buffer of at least `n` bytes (all initialised).
+    fn get(&self, n: usize) -> Box<[u8]> {
+        let mut f = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = f.iter().position(|b| b.len() >= n && b.len() <= 2 * n) {
+            return f.swap_remove(i);
+        }
+        drop(f);
+        // Round up so that messages of nearby sizes share buffers.
+        vec![0u8; n.next_multiple_of(64 * 1024)].into_boxed_slice()
+    }
+
+    fn put(&self, b: Box<[u8]>) {
+        let mut f = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if f.len() < self.max_bufs {
+            f.push(b);
+        }
+    }
+}
+
+/// A frame's own buffer, returned to its pool when the frame's last `Bytes` goes.
+struct Pooled {
+    buf: Option<Box<[u8]>>,
+    len: usize,
+    pool: std::sync::Arc<Pool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[..self.len],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.put(b);
+        }
+    }
+}
 
 impl FrameReader {
     pub fn new(rd: BoxRead, max: u32) -> FrameReader {
@@ -26,6 +91,7 @@ impl FrameReader {
             rd,
             buf: BytesMut::with_capacity(READ_CHUNK),
             max,
+            pool: std::sync::Arc::new(Pool::new(16)),
         }
     }
 
@@ -46,9 +112,11 @@ impl FrameReader {
                 if self.buf.len() >= size {
                     return Ok(Some(self.buf.split_to(size).freeze()));
                 }
+                if size >= LARGE_FRAME {
+                    return self.large(size).await.map(Some);
+                }
                 // Make room for the rest of this frame, and a little more.
-                let want = size - self.buf.len();
-                self.buf.reserve(want.max(READ_CHUNK.min(size)));
+                self.buf.reserve((size - self.buf.len()).max(READ_CHUNK));
             } else if self.buf.capacity() - self.buf.len() < 64 {
                 self.buf.reserve(READ_CHUNK);
             }
@@ -64,6 +132,56 @@ impl FrameReader {
             }
         }
     }
+
+    /// Read the rest of a large frame straight into a pooled buffer of its own.
+    async fn large(&mut self, size: usize) -> io::Result<Bytes> {
+        let mut b = self.pool.get(size);
+        let have = self.buf.len();
+        b[..have].copy_from_slice(&self.buf);
+        self.buf.clear();
+        let mut got = have;
+        while got < size {
+            let n = self.rd.read(&mut b[got..size]).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message",
+                ));
+            }
+            got += n;
+        }
+        Ok(Bytes::from_owner(Pooled {
+            buf: Some(b),
+            len: size,
+            pool: std::sync::Arc::clone(&self.pool),
+        }))
+    }
+}
+
+/// The data that follows a message's head: bytes in memory, or a range of a file that
+/// the writer sends straight from the page cache (padded with zeros should the file
+/// have shrunk meanwhile, so that the message keeps the length its head announced).
+pub enum Bulk {
+    None,
+    Bytes(Bytes),
+    File {
+        file: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: usize,
+    },
+}
+
+impl Bulk {
+    pub fn len(&self) -> usize {
+        match self {
+            Bulk::None => 0,
+            Bulk::Bytes(b) => b.len(),
+            Bulk::File { len, .. } => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One message ready to send: its encoded head and, for `Rread` and `Twrite`, the data
@@ -71,14 +189,17 @@ impl FrameReader {
 /// hang their memory budget on it.
 pub struct Outgoing {
     pub head: Bytes,
-    pub bulk: Option<Bytes>,
+    pub bulk: Bulk,
     pub guard: Option<Box<dyn Send>>,
 }
 
 impl Outgoing {
     pub fn encode(m: &Msg) -> Result<Outgoing, ProtoError> {
         let mut b = BytesMut::with_capacity(m.body.encoded_len().min(256));
-        let bulk = m.encode_head(&mut b)?;
+        let bulk = match m.encode_head(&mut b)? {
+            Some(d) => Bulk::Bytes(d),
+            None => Bulk::None,
+        };
         Ok(Outgoing {
             head: b.freeze(),
             bulk,
@@ -86,7 +207,7 @@ impl Outgoing {
         })
     }
     pub fn len(&self) -> usize {
-        self.head.len() + self.bulk.as_ref().map_or(0, Bytes::len)
+        self.head.len() + self.bulk.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -119,7 +240,7 @@ impl Outbox {
 
 /// Start the writer task. It ends when every [`Outbox`] is dropped (after writing what
 /// was queued) or when a write fails; the returned handle yields the error, if any.
-pub fn spawn_writer(w: BoxWrite) -> (Outbox, tokio::task::JoinHandle<io::Result<()>>) {
+pub fn spawn_writer(w: WriteHalf) -> (Outbox, tokio::task::JoinHandle<io::Result<()>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let h = tokio::spawn(writer_loop(w, rx));
     (Outbox { tx }, h)
@@ -128,19 +249,39 @@ pub fn spawn_writer(w: BoxWrite) -> (Outbox, tokio::task::JoinHandle<io::Result<
 /// The most messages gathered into one vectored write.
 const MAX_BATCH: usize = 128;
 
-async fn writer_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Outgoing>) -> io::Result<()> {
+enum Piece {
+    Mem(Bytes),
+    File {
+        file: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: usize,
+    },
+}
+
+async fn writer_loop(
+    mut w: WriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) -> io::Result<()> {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
-    let mut pieces: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH * 2);
+    let mut pieces: VecDeque<Piece> = VecDeque::with_capacity(MAX_BATCH * 2);
     loop {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             let _ = w.shutdown().await;
             return Ok(());
         }
         for o in batch.iter_mut() {
-            pieces.push_back(std::mem::take(&mut o.head));
-            if let Some(b) = o.bulk.take() {
-                if !b.is_empty() {
-                    pieces.push_back(b);
+            pieces.push_back(Piece::Mem(std::mem::take(&mut o.head)));
+            match std::mem::replace(&mut o.bulk, Bulk::None) {
+                Bulk::None => {}
+                Bulk::Bytes(b) => {
+                    if !b.is_empty() {
+                        pieces.push_back(Piece::Mem(b));
+                    }
+                }
+                Bulk::File { file, offset, len } => {
+                    if len > 0 {
+                        pieces.push_back(Piece::File { file, offset, len });
+                    }
                 }
             }
         }
@@ -153,11 +294,35 @@ async fn writer_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Outgoing>)
     }
 }
 
-async fn write_all_pieces(w: &mut BoxWrite, pieces: &mut VecDeque<Bytes>) -> io::Result<()> {
-    while !pieces.is_empty() {
+static ZEROS: [u8; 8192] = [0; 8192];
+
+async fn write_all_pieces(w: &mut WriteHalf, pieces: &mut VecDeque<Piece>) -> io::Result<()> {
+    while let Some(front) = pieces.front_mut() {
+        if let Piece::File { file, offset, len } = front {
+            let n = w.send_file(file, *offset, *len).await?;
+            if n == 0 {
+                // The file is shorter than it was: keep the framing with zeros.
+                let z = (*len).min(ZEROS.len());
+                w.write_all(&ZEROS[..z]).await?;
+                *len -= z;
+            } else {
+                *offset += n as u64;
+                *len -= n;
+            }
+            if *len == 0 {
+                pieces.pop_front();
+            }
+            continue;
+        }
         let n = {
-            let slices: Vec<IoSlice<'_>> =
-                pieces.iter().take(64).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> = pieces
+                .iter()
+                .take(64)
+                .map_while(|p| match p {
+                    Piece::Mem(b) => Some(IoSlice::new(b)),
+                    Piece::File { .. } => None,
+                })
+                .collect();
             w.write_vectored(&slices).await?
         };
         if n == 0 {
@@ -168,7 +333,7 @@ async fn write_all_pieces(w: &mut BoxWrite, pieces: &mut VecDeque<Bytes>) -> io:
         }
         let mut left = n;
         while left > 0 {
-            let Some(front) = pieces.front_mut() else {
+            let Some(Piece::Mem(front)) = pieces.front_mut() else {
                 break;
             };
             if front.len() <= left {

@@ -15,7 +15,7 @@
 use bytes::{Bytes, BytesMut};
 use lib9::errstr::{self, Ename};
 use lib9::fcall::{DMDIR, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat};
-use lib9::server::{Caller, Filesystem, FsResult, Opened, Walked};
+use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use std::collections::HashMap;
@@ -25,6 +25,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+/// Reads at least this large are sent with sendfile rather than copied.
+const SENDFILE_MIN: u32 = 32 * 1024;
 
 /// The exported tree.
 pub struct ExportFs {
@@ -488,7 +491,7 @@ impl Filesystem for ExportFs {
         })
     }
 
-    async fn read(&self, _c: &Caller, fid: &ExpFid, offset: u64, count: u32) -> FsResult<Bytes> {
+    async fn read(&self, _c: &Caller, fid: &ExpFid, offset: u64, count: u32) -> FsResult<Data> {
         let Some(o) = &fid.open else {
             return Err(Ename::from(errstr::ENOTOPEN));
         };
@@ -496,9 +499,22 @@ impl Filesystem for ExportFs {
             let f = Arc::clone(&o.file);
             return tokio::task::spawn_blocking(move || pread(&f, offset, count as usize, false))
                 .await
-                .map_err(|_| Ename::from(errstr::EINTR))?;
+                .map_err(|_| Ename::from(errstr::EINTR))?
+                .map(Data::from);
         }
-        pread(&o.file, offset, count as usize, true)
+        if count < SENDFILE_MIN {
+            return pread(&o.file, offset, count as usize, true).map(Data::from);
+        }
+        // Large reads of a regular file go from the page cache to the socket.
+        let size = nix::sys::stat::fstat(o.file.as_fd())
+            .map_err(ename_errno)?
+            .st_size as u64;
+        let len = size.saturating_sub(offset).min(count as u64) as u32;
+        Ok(Data::File {
+            file: Arc::clone(&o.file),
+            offset,
+            len,
+        })
     }
 
     async fn readdir(&self, _c: &Caller, fid: &ExpFid) -> FsResult<Vec<Stat>> {

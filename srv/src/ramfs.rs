@@ -13,18 +13,23 @@ use lib9::fcall::{
     DMAPPEND, DMDIR, DMEXCL, DMEXEC, DMWRITE, ORCLOSE, OTRUNC, QTAPPEND, QTDIR, QTEXCL, QTFILE,
     Qid, Stat,
 };
-use lib9::server::{Caller, Filesystem, FsResult, Opened, Walked, has_perm, open_perm};
+use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked, has_perm, open_perm};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Bytes per chunk of file data.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 
 /// The data of one file: chunks, any of which may be missing (a hole reads as zeros)
 /// or shorter than `CHUNK` (the rest reads as zeros up to the file's length).
+///
+/// Chunks are shared buffers: a read within one chunk hands out a slice of it, which
+/// goes to the socket uncopied, and a write of a whole aligned chunk keeps the
+/// written message's own buffer. A write into a chunk that a reply still holds copies
+/// the chunk first.
 struct Content {
-    chunks: BTreeMap<u64, Vec<u8>>,
+    chunks: BTreeMap<u64, Bytes>,
     len: u64,
     /// The tree's count of bytes held, given back when the content goes.
     used: Arc<AtomicU64>,
@@ -50,6 +55,15 @@ impl Content {
             return Bytes::new();
         }
         let n = (count as u64).min(self.len - offset) as usize;
+        let ci = offset / CHUNK as u64;
+        let co = (offset % CHUNK as u64) as usize;
+        if co + n <= CHUNK {
+            if let Some(c) = self.chunks.get(&ci) {
+                if co + n <= c.len() {
+                    return c.slice(co..co + n);
+                }
+            }
+        }
         let mut out = BytesMut::with_capacity(n);
         let mut pos = offset;
         let end = offset + n as u64;
@@ -71,26 +85,37 @@ impl Content {
     }
 
     /// Write `data` at `offset`; returns how many bytes of memory it added.
-    fn write(&mut self, offset: u64, data: &[u8]) -> usize {
+    fn write(&mut self, offset: u64, data: &Bytes) -> usize {
         let mut added = 0;
         let mut pos = offset;
-        let mut src = data;
-        while !src.is_empty() {
+        let mut done = 0;
+        while done < data.len() {
             let ci = pos / CHUNK as u64;
             let co = (pos % CHUNK as u64) as usize;
-            let take = (CHUNK - co).min(src.len());
-            let c = self.chunks.entry(ci).or_default();
-            if c.len() < co + take {
-                added += co + take - c.len();
-                if c.capacity() < co + take && co + take > c.len() {
-                    // Grow in one step to what is needed, at least doubling small chunks.
-                    let want = (co + take).max((c.len() * 2).min(CHUNK));
-                    c.reserve_exact(want - c.len());
+            let take = (CHUNK - co).min(data.len() - done);
+            let old = self.chunks.remove(&ci).unwrap_or_default();
+            let oldlen = old.len();
+            let new = if co == 0 && take == CHUNK {
+                // A whole chunk: keep the message's buffer.
+                data.slice(done..done + take)
+            } else {
+                let mut m = match old.try_into_mut() {
+                    Ok(m) => m,
+                    Err(shared) => BytesMut::from(&shared[..]),
+                };
+                if m.len() < co + take {
+                    if ci > 0 && m.capacity() < CHUNK {
+                        // Past the first chunk files are big: no growing by steps.
+                        m.reserve(CHUNK - m.len());
+                    }
+                    m.resize(co + take, 0);
                 }
-                c.resize(co + take, 0);
-            }
-            c[co..co + take].copy_from_slice(&src[..take]);
-            src = &src[take..];
+                m[co..co + take].copy_from_slice(&data[done..done + take]);
+                m.freeze()
+            };
+            added += new.len().saturating_sub(oldlen);
+            self.chunks.insert(ci, new);
+            done += take;
             pos += take as u64;
         }
         self.len = self.len.max(offset + data.len() as u64);
@@ -106,7 +131,7 @@ impl Content {
             let ci = pos / CHUNK as u64;
             let co = (pos % CHUNK as u64) as usize;
             let take = ((CHUNK - co) as u64).min(end - pos) as usize;
-            let have = self.chunks.get(&ci).map_or(0, Vec::len);
+            let have = self.chunks.get(&ci).map_or(0, Bytes::len);
             add += (co + take).saturating_sub(have);
             pos += take as u64;
         }
@@ -138,7 +163,7 @@ impl Content {
     }
 
     fn mem(&self) -> usize {
-        self.chunks.values().map(Vec::len).sum()
+        self.chunks.values().map(Bytes::len).sum()
     }
 }
 
@@ -532,7 +557,7 @@ impl Filesystem for RamFs {
         })
     }
 
-    async fn read(&self, _c: &Caller, fid: &RamFid, offset: u64, count: u32) -> FsResult<Bytes> {
+    async fn read(&self, _c: &Caller, fid: &RamFid, offset: u64, count: u32) -> FsResult<Data> {
         let Some(ct) = fid.open.as_ref().and_then(|o| o.content.as_ref()) else {
             return Err(Ename::from(errstr::EBADUSE));
         };
@@ -540,7 +565,7 @@ impl Filesystem for RamFs {
             .read()
             .map_err(|_| Ename::from(errstr::EIO))?
             .read(offset, count as usize);
-        Ok(data)
+        Ok(data.into())
     }
 
     async fn readdir(&self, _c: &Caller, fid: &RamFid) -> FsResult<Vec<Stat>> {
@@ -761,10 +786,10 @@ mod tests {
     fn content_sparse_and_truncate() {
         let used = Arc::new(AtomicU64::new(1 << 30));
         let mut c = Content::new(&used);
-        assert_eq!(c.write(10, b"abc"), 13);
+        assert_eq!(c.write(10, &Bytes::from_static(b"abc")), 13);
         assert_eq!(&c.read(0, 100)[..], b"\0\0\0\0\0\0\0\0\0\0abc");
         let far = 5 * CHUNK as u64 + 7;
-        c.write(far, b"xyz");
+        c.write(far, &Bytes::from_static(b"xyz"));
         assert_eq!(c.len, far + 3);
         assert_eq!(c.mem(), 13 + 7 + 3);
         let r = c.read(far - 2, 10);
@@ -772,7 +797,7 @@ mod tests {
         // A read across a chunk boundary.
         let mut d = Content::new(&used);
         let big: Vec<u8> = (0..CHUNK + 100).map(|i| (i % 251) as u8).collect();
-        d.write(0, &big);
+        d.write(0, &Bytes::from(big.clone()));
         assert_eq!(
             &d.read(CHUNK as u64 - 50, 100)[..],
             &big[CHUNK - 50..CHUNK + 50]

@@ -7,7 +7,7 @@ use lib9::client::{Client, Options};
 use lib9::dial::Conn;
 use lib9::errstr::{self, Ename};
 use lib9::fcall::{self, Fcall, Msg, NOFID, NOTAG, ORDWR, OREAD, QTDIR, QTFILE, Qid, Stat};
-use lib9::server::{Caller, Config, Filesystem, FsResult, Opened, Server, Walked};
+use lib9::server::{Caller, Config, Data, Filesystem, FsResult, Opened, Server, Walked};
 use srv::mux::Mux;
 use srv::ramfs::RamFs;
 use std::sync::Arc;
@@ -88,14 +88,14 @@ impl Filesystem for Blocky {
             iounit: 0,
         })
     }
-    async fn read(&self, _c: &Caller, fid: &u64, _o: u64, _n: u32) -> FsResult<Bytes> {
+    async fn read(&self, _c: &Caller, fid: &u64, _o: u64, _n: u32) -> FsResult<Data> {
         if *fid == 2 {
-            return Ok(Bytes::from_static(b"echo"));
+            return Ok(Bytes::from_static(b"echo").into());
         }
         self.active.fetch_add(1, Ordering::SeqCst);
         let _g = Guard(Arc::clone(&self.active), Arc::clone(&self.cancelled));
         std::future::pending::<()>().await;
-        Ok(Bytes::new())
+        Ok(Bytes::new().into())
     }
     async fn stat(&self, _c: &Caller, fid: &u64) -> FsResult<Stat> {
         Ok(Stat {

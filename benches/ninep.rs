@@ -1,0 +1,571 @@
+//! The 9P benchmark: ramfs and exportfs against the physical limits of the same
+//! socket, measured in the same run and printed side by side.
+//!
+//! - sequential read and write of a 256 MiB file at msize 8 KiB, 128 KiB and 1 MiB of
+//!   data per message, against a raw copy of the same bytes over a Unix socket in
+//!   chunks of the same size;
+//! - Tstat round-trip latency against a raw ping-pong of the same sizes on the same
+//!   kind of socket;
+//! - 64 clients doing walk, stat, clunk for a while: operations per second, errors, and
+//!   the server's resident memory, which must stay flat.
+//!
+//! Run with `cargo bench --bench ninep` (or `bench/run`). Environment: NINESPACE_BENCH_MB
+//! (file size, default 256), NINESPACE_BENCH_SECS (length of the 64-client run,
+//! default 10), NINESPACE_BENCH_ONLY (a comma-separated choice of `throughput`,
+//! `latency`, `clients`), NINESPACE_BENCH_CHUNKS (comma-separated data sizes per
+//! message, in bytes). The servers run as separate processes, as they do in use.
+
+/// Servers and clients churn through message buffers; mimalloc recycles them without
+/// returning pages to the kernel after every message.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use bytes::Bytes;
+use lib9::client::{Client, Options};
+use lib9::dial::Conn;
+use lib9::fcall::{IOHDRSZ, ORDWR, OREAD, OTRUNC, OWRITE};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const RAMFS: &str = env!("CARGO_BIN_EXE_ramfs");
+const EXPORTFS: &str = env!("CARGO_BIN_EXE_exportfs");
+const ROLE: &str = "NINESPACE_BENCH_ROLE";
+
+fn env_num(name: &str, def: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(def)
+}
+
+fn main() {
+    // The raw peers are this same program started in another role.
+    if let Ok(role) = std::env::var(ROLE) {
+        raw_peer(&role);
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` and test discovery: nothing to list.
+        return;
+    }
+    if cpus() >= 2 {
+        pin(1);
+    }
+    let mb = env_num("NINESPACE_BENCH_MB", 256);
+    let secs = env_num("NINESPACE_BENCH_SECS", 10);
+    let size = (mb as usize) << 20;
+    let work = tempfile::tempdir().expect("tempdir");
+    let only = std::env::var("NINESPACE_BENCH_ONLY").unwrap_or_default();
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    println!("ninespace 9P benchmark: {mb} MiB file, Unix socket, servers in their own processes");
+    if want("throughput") {
+        println!();
+        throughput(work.path(), size);
+    }
+    if want("latency") {
+        println!();
+        latency(work.path());
+    }
+    if want("clients") {
+        println!();
+        many_clients(work.path(), secs);
+    }
+}
+
+// ---------- servers and raw peers ----------
+
+struct Server {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_sock(p: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(p).is_err() {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("server exited: {st}");
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run on one CPU only (when the machine has several): servers and raw peers on CPU 0,
+/// the measuring client on CPU 1, so that every run, ours and the raw ones, has the
+/// same layout and the figures do not swing with the scheduler's placement.
+fn pin(cpu: usize) {
+    // SAFETY: sched_setaffinity on the calling thread with a set we initialised.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn pinned(mut c: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    if cpus() >= 2 {
+        // SAFETY: only async-signal-safe work (one system call) between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                pin(0);
+                Ok(())
+            });
+        }
+    }
+    c
+}
+
+fn start(prog: &str, dir: &Path, name: &str, extra: &[&str]) -> Server {
+    let sock = dir.join(name);
+    let mut child = pinned(Command::new(prog))
+        .arg("-f")
+        .arg("-a")
+        .arg(format!("unix!{}", sock.display()))
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    wait_sock(&sock, &mut child);
+    Server { child, sock }
+}
+
+fn start_raw(role: &str, dir: &Path, name: &str) -> Server {
+    let sock = dir.join(name);
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = pinned(Command::new(exe))
+        .env(ROLE, format!("{role}:{}", sock.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn raw peer");
+    wait_sock(&sock, &mut child);
+    Server { child, sock }
+}
+
+/// The raw peers: `source:PATH:CHUNK:TOTAL` writes TOTAL bytes in CHUNK writes to
+/// each client; `sink:PATH:CHUNK` reads everything a client sends, then answers one
+/// byte; `echo:PATH:IN:OUT` reads IN bytes and answers OUT bytes, until EOF.
+fn raw_peer(role: &str) {
+    let mut f = role.split(':');
+    let kind = f.next().unwrap_or_default().to_string();
+    let path = f.next().unwrap_or_default().to_string();
+    let l = UnixListener::bind(&path).expect("bind raw peer");
+    for s in l.incoming() {
+        let Ok(mut s) = s else { continue };
+        // Parameters come from the client, first thing on the connection.
+        let mut hdr = [0u8; 24];
+        if s.read_exact(&mut hdr).is_err() {
+            continue;
+        }
+        let a = u64::from_le_bytes(hdr[0..8].try_into().unwrap_or_default()) as usize;
+        let b = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default()) as usize;
+        let c = u64::from_le_bytes(hdr[16..24].try_into().unwrap_or_default()) as usize;
+        match kind.as_str() {
+            "source" => {
+                let buf = vec![7u8; a];
+                let mut left = b;
+                while left > 0 {
+                    let n = left.min(a);
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+            }
+            "sink" => {
+                let mut buf = vec![0u8; a];
+                let mut left = b;
+                while left > 0 {
+                    match s.read(&mut buf[..left.min(a)]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left -= n,
+                    }
+                }
+                let _ = s.write_all(&[1]);
+            }
+            "echo" => {
+                let mut inb = vec![0u8; a];
+                let out = vec![3u8; b];
+                let _ = c;
+                while s.read_exact(&mut inb).is_ok() {
+                    if s.write_all(&out).is_err() {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn raw_connect(sock: &Path, a: usize, b: usize, c: usize) -> UnixStream {
+    let mut s = UnixStream::connect(sock).expect("connect raw");
+    let mut hdr = Vec::with_capacity(24);
+    for v in [a, b, c] {
+        hdr.extend_from_slice(&(v as u64).to_le_bytes());
+    }
+    s.write_all(&hdr).expect("raw header");
+    s
+}
+
+/// Raw read throughput: the peer writes `total` bytes in `chunk`s, we read them.
+fn raw_read(sock: &Path, chunk: usize, total: usize) -> f64 {
+    let mut s = raw_connect(sock, chunk, total, 0);
+    let mut buf = vec![0u8; chunk];
+    let t = Instant::now();
+    let mut got = 0;
+    while got < total {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    mbps(got, t.elapsed())
+}
+
+/// Raw write throughput: we write `total` bytes in `chunk`s, the peer reads them.
+fn raw_write(sock: &Path, chunk: usize, total: usize) -> f64 {
+    let mut s = raw_connect(sock, chunk, total, 0);
+    let buf = vec![9u8; chunk];
+    let t = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk);
+        s.write_all(&buf[..n]).expect("raw write");
+        left -= n;
+    }
+    let mut ack = [0u8; 1];
+    let _ = s.read_exact(&mut ack);
+    mbps(total, t.elapsed())
+}
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| {
+            if cpus() >= 2 {
+                pin(1);
+            }
+        })
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn connect(sock: &Path, msize: u32) -> Client {
+    let s = tokio::net::UnixStream::connect(sock)
+        .await
+        .expect("connect");
+    Client::connect(
+        Conn::from_unix(s, "bench"),
+        Options {
+            msize,
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("version")
+}
+
+/// Write then read a `size` file through the server; MB/s both ways.
+async fn nine_rw(sock: &Path, msize: u32, size: usize, data: &Bytes) -> (f64, f64) {
+    let c = connect(sock, msize).await;
+    let root = c.attach("bench", "").await.expect("attach");
+    let name = format!("f{msize}");
+    let mut f = match root.walk(&name).await {
+        Ok(mut f) => {
+            f.open(OWRITE | OTRUNC).await.expect("open");
+            f
+        }
+        Err(_) => {
+            let mut d = root.walk("").await.expect("clone");
+            d.create(&name, 0o644, ORDWR).await.expect("create");
+            d
+        }
+    };
+    let t = Instant::now();
+    f.write_all(0, data.slice(..size), 4).await.expect("write");
+    let w = mbps(size, t.elapsed());
+    drop(f);
+    f = root.walk(&name).await.expect("walk");
+    f.open(OREAD).await.expect("open");
+    let t = Instant::now();
+    let n = f
+        .read_stream(0, 4, |_b| Ok::<(), ()>(()))
+        .await
+        .expect("read")
+        .unwrap_or(0);
+    let r = mbps(n as usize, t.elapsed());
+    assert_eq!(n as usize, size, "short read");
+    (r, w)
+}
+
+fn throughput(dir: &Path, size: usize) {
+    let ram = start(RAMFS, dir, "ramfs", &[]);
+    let expdir = dir.join("export");
+    std::fs::create_dir_all(&expdir).expect("mkdir");
+    let exp = start(EXPORTFS, dir, "exportfs", &[expdir.to_str().expect("utf8")]);
+    let source = start_raw("source", dir, "source");
+    let sink = start_raw("sink", dir, "sink");
+    let data = Bytes::from(vec![0x5au8; size]);
+    let rt = rt();
+    println!("Sequential read and write, MB/s (ratio to the raw socket copy of the same chunks)");
+    println!(
+        "{:>9} | {:>9} {:>9} | {:>15} {:>15} | {:>15} {:>15}",
+        "msize",
+        "raw read",
+        "raw write",
+        "ramfs read",
+        "ramfs write",
+        "exportfs read",
+        "exportfs write"
+    );
+    let chunks: Vec<usize> = match std::env::var("NINESPACE_BENCH_CHUNKS") {
+        Ok(v) => v.split(',').filter_map(|c| c.parse().ok()).collect(),
+        Err(_) => vec![8 << 10, 128 << 10, 1 << 20],
+    };
+    for chunk in chunks {
+        let msize = chunk as u32 + IOHDRSZ;
+        let best = |f: &dyn Fn() -> f64| f().max(f());
+        let rr = best(&|| raw_read(&source.sock, chunk, size));
+        let rw = best(&|| raw_write(&sink.sock, chunk, size));
+        let (mut ramr, mut ramw) = (0f64, 0f64);
+        let (mut expr, mut expw) = (0f64, 0f64);
+        for _ in 0..2 {
+            let (r, w) = rt.block_on(nine_rw(&ram.sock, msize, size, &data));
+            ramr = ramr.max(r);
+            ramw = ramw.max(w);
+            let (r, w) = rt.block_on(nine_rw(&exp.sock, msize, size, &data));
+            expr = expr.max(r);
+            expw = expw.max(w);
+        }
+        println!(
+            "{:>9} | {:>9.0} {:>9.0} | {:>7.0} ({:>4.2}) {:>7.0} ({:>4.2}) | {:>7.0} ({:>4.2}) {:>7.0} ({:>4.2})",
+            human(chunk),
+            rr,
+            rw,
+            ramr,
+            ramr / rr,
+            ramw,
+            ramw / rw,
+            expr,
+            expr / rr,
+            expw,
+            expw / rw
+        );
+    }
+}
+
+fn human(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{} KiB", n >> 10)
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn latency(dir: &Path) {
+    const N: usize = 20_000;
+    let ram = start(RAMFS, dir, "ramfs-lat", &[]);
+    let expdir = dir.join("export");
+    let exp = start(
+        EXPORTFS,
+        dir,
+        "exportfs-lat",
+        &[expdir.to_str().expect("utf8")],
+    );
+    // What a Tstat and its Rstat weigh on the wire, for the raw ping-pong.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stat_sizes = rt.block_on(async {
+        let c = connect(&ram.sock, 8192 + IOHDRSZ).await;
+        let root = c.attach("bench", "").await.expect("attach");
+        let st = root.stat().await.expect("stat");
+        (
+            lib9::Fcall::Tstat { fid: 0 }.encoded_len(),
+            lib9::Fcall::Rstat { stat: st }.encoded_len(),
+        )
+    });
+    let echo = start_raw("echo", dir, "echo");
+    let mut s = raw_connect(&echo.sock, stat_sizes.0, stat_sizes.1, 0);
+    let q = vec![1u8; stat_sizes.0];
+    let mut r = vec![0u8; stat_sizes.1];
+    for _ in 0..1000 {
+        s.write_all(&q).expect("ping");
+        s.read_exact(&mut r).expect("pong");
+    }
+    let mut raw = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        s.write_all(&q).expect("ping");
+        s.read_exact(&mut r).expect("pong");
+        raw.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let nine = |sock: &Path| -> Vec<f64> {
+        rt.block_on(async {
+            let c = connect(sock, 8192 + IOHDRSZ).await;
+            let root = c.attach("bench", "").await.expect("attach");
+            for _ in 0..1000 {
+                root.stat().await.expect("stat");
+            }
+            let mut v = Vec::with_capacity(N);
+            for _ in 0..N {
+                let t = Instant::now();
+                root.stat().await.expect("stat");
+                v.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            v
+        })
+    };
+    let mut ramv = nine(&ram.sock);
+    let mut expv = nine(&exp.sock);
+    let rm = percentile(&mut raw, 0.5);
+    let ram50 = percentile(&mut ramv, 0.5);
+    let exp50 = percentile(&mut expv, 0.5);
+    println!(
+        "Tstat round trip ({} + {} bytes), median of {N}, microseconds (ratio to raw)",
+        stat_sizes.0, stat_sizes.1
+    );
+    println!(
+        "  raw ping-pong {:.1} | ramfs {:.1} ({:.2}) | exportfs {:.1} ({:.2})",
+        rm,
+        ram50,
+        ram50 / rm,
+        exp50,
+        exp50 / rm
+    );
+    println!(
+        "  99th percentile: raw {:.1} | ramfs {:.1} | exportfs {:.1}",
+        percentile(&mut raw, 0.99),
+        percentile(&mut ramv, 0.99),
+        percentile(&mut expv, 0.99)
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn many_clients(dir: &Path, secs: u64) {
+    for (label, prog, extra) in [
+        ("ramfs", RAMFS, vec![]),
+        (
+            "exportfs",
+            EXPORTFS,
+            vec![dir.join("export").to_string_lossy().into_owned()],
+        ),
+    ] {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let srv = start(prog, dir, &format!("{label}-many"), &extra);
+        let pid = srv.child.id();
+        let rt = rt();
+        let ops = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sock = srv.sock.clone();
+        // Something to walk to.
+        rt.block_on(async {
+            let c = connect(&sock, 8192 + IOHDRSZ).await;
+            let root = c.attach("bench", "").await.expect("attach");
+            if root.walk("a/b").await.is_err() {
+                let mut d = root.walk("").await.expect("clone");
+                let _ = d.create("a", lib9::fcall::DMDIR | 0o777, OREAD).await;
+                let mut d = root.walk("a").await.expect("walk a");
+                let _ = d.create("b", 0o666, OREAD).await;
+            }
+        });
+        let mut handles = Vec::new();
+        for _ in 0..64 {
+            let (ops, errors, stop, sock) = (
+                Arc::clone(&ops),
+                Arc::clone(&errors),
+                Arc::clone(&stop),
+                sock.clone(),
+            );
+            handles.push(rt.spawn(async move {
+                let c = connect(&sock, 8192 + IOHDRSZ).await;
+                let root = c.attach("bench", "").await.expect("attach");
+                while !stop.load(Ordering::Relaxed) {
+                    match root.walk("a/b").await {
+                        Ok(f) => {
+                            let ok = f.stat().await.is_ok() && f.clunk().await.is_ok();
+                            if ok {
+                                ops.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        let mut rss = Vec::new();
+        let t0 = Instant::now();
+        for s in 1..=secs {
+            std::thread::sleep(Duration::from_secs(s).saturating_sub(t0.elapsed()));
+            rss.push(rss_kib(pid));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let n = ops.load(Ordering::Relaxed);
+        let el = t0.elapsed().as_secs_f64();
+        rt.block_on(async {
+            for h in handles {
+                let _ = h.await;
+            }
+        });
+        let at2 = rss.get(1).copied().unwrap_or(0);
+        let last = rss.last().copied().unwrap_or(0);
+        let grew = last.saturating_sub(at2);
+        println!(
+            "64 clients walk+stat+clunk on {label} for {secs} s: {:.0} ops/s, {} errors, RSS {} KiB at 2 s, {} KiB at {secs} s ({})",
+            n as f64 / el,
+            errors.load(Ordering::Relaxed),
+            at2,
+            last,
+            if grew <= at2 / 20 + 1024 {
+                "flat"
+            } else {
+                "GREW"
+            }
+        );
+        println!("  RSS each second (KiB): {rss:?}");
+    }
+}

@@ -53,26 +53,35 @@ fn main() {
         // `cargo bench -- --list` and test discovery: nothing to list.
         return;
     }
-    if cpus() >= 2 {
-        pin(1);
-    }
+    cpus();
     let mb = env_num("NINESPACE_BENCH_MB", 256);
     let secs = env_num("NINESPACE_BENCH_SECS", 10);
     let size = (mb as usize) << 20;
     let work = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(work.path().join("export")).expect("mkdir export");
     let only = std::env::var("NINESPACE_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     println!("ninespace 9P benchmark: {mb} MiB file, Unix socket, servers in their own processes");
     if want("throughput") {
         println!();
+        if std::env::var("NINESPACE_BENCH_PIN").is_ok_and(|v| v == "1") {
+            layout(0, 1);
+        } else {
+            layout(-1, -1);
+        }
         throughput(work.path(), size);
     }
     if want("latency") {
         println!();
-        latency(work.path());
+        layout(-1, -1);
+        latency(work.path(), "placed by the scheduler");
+        layout(0, 0);
+        latency(work.path(), "all on one CPU: the software alone");
+        layout(-1, -1);
     }
     if want("clients") {
         println!();
+        layout(-1, -1);
         many_clients(work.path(), secs);
     }
 }
@@ -102,29 +111,53 @@ fn wait_sock(p: &Path, child: &mut Child) {
     }
 }
 
-/// Run on one CPU only (when the machine has several): servers and raw peers on CPU 0,
-/// the measuring client on CPU 1, so that every run, ours and the raw ones, has the
-/// same layout and the figures do not swing with the scheduler's placement.
-fn pin(cpu: usize) {
+/// Where things run. In the throughput runs (with NINESPACE_BENCH_PIN=1) servers and
+/// raw peers run on CPU 0 and the measuring client on CPU 1; the latency runs are made
+/// twice, once placed by the scheduler as in use, once with everything on CPU 0, which
+/// measures the software alone (on this kind of virtual machine a wake-up across CPUs
+/// costs tens of microseconds and hides everything else). Otherwise the scheduler
+/// places things.
+static CHILD_CPU: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+static CLIENT_CPU: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+static NCPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn cpus() -> usize {
+    *NCPU.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Pin the calling thread to `cpu`, or with a negative one let it run anywhere.
+fn pin(cpu: i64) {
     // SAFETY: sched_setaffinity on the calling thread with a set we initialised.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        if cpu >= 0 {
+            libc::CPU_SET(cpu as usize, &mut set);
+        } else {
+            for c in 0..cpus() {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// Set the layout for what follows: the CPU for servers and peers, and for the client
+/// (negative: anywhere). Without two CPUs everything runs anywhere.
+fn layout(child: i64, client: i64) {
+    let two = cpus() >= 2;
+    CHILD_CPU.store(if two { child } else { -1 }, Ordering::SeqCst);
+    CLIENT_CPU.store(if two { client } else { -1 }, Ordering::SeqCst);
+    pin(CLIENT_CPU.load(Ordering::SeqCst));
 }
 
 fn pinned(mut c: Command) -> Command {
     use std::os::unix::process::CommandExt;
-    if cpus() >= 2 {
+    let cpu = CHILD_CPU.load(Ordering::SeqCst);
+    if cpu >= 0 {
         // SAFETY: only async-signal-safe work (one system call) between fork and exec.
         unsafe {
-            c.pre_exec(|| {
-                pin(0);
+            c.pre_exec(move || {
+                pin(cpu);
                 Ok(())
             });
         }
@@ -134,6 +167,7 @@ fn pinned(mut c: Command) -> Command {
 
 fn start(prog: &str, dir: &Path, name: &str, extra: &[&str]) -> Server {
     let sock = dir.join(name);
+    let _ = std::fs::remove_file(&sock);
     let mut child = pinned(Command::new(prog))
         .arg("-f")
         .arg("-a")
@@ -146,11 +180,12 @@ fn start(prog: &str, dir: &Path, name: &str, extra: &[&str]) -> Server {
     Server { child, sock }
 }
 
-fn start_raw(role: &str, dir: &Path, name: &str) -> Server {
+fn start_raw(role: &str, dir: &Path, name: &str, size: usize) -> Server {
     let sock = dir.join(name);
+    let _ = std::fs::remove_file(&sock);
     let exe = std::env::current_exe().expect("current exe");
     let mut child = pinned(Command::new(exe))
-        .env(ROLE, format!("{role}:{}", sock.display()))
+        .env(ROLE, format!("{role}:{}:{size}", sock.display()))
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn raw peer");
@@ -158,13 +193,19 @@ fn start_raw(role: &str, dir: &Path, name: &str) -> Server {
     Server { child, sock }
 }
 
-/// The raw peers: `source:PATH:CHUNK:TOTAL` writes TOTAL bytes in CHUNK writes to
-/// each client; `sink:PATH:CHUNK` reads everything a client sends, then answers one
-/// byte; `echo:PATH:IN:OUT` reads IN bytes and answers OUT bytes, until EOF.
+/// The raw peers, started as `kind:PATH:SIZE`. A `source` sends each client the
+/// bytes of a SIZE-byte buffer, in the chunk size the client asks for; a `sink` reads
+/// what a client sends into such a buffer, then answers one byte; an `echo` reads IN
+/// bytes and answers OUT bytes until the end. The buffers are the data being copied,
+/// made and touched before any client comes, as a file's bytes would be in memory:
+/// a raw copy of the same bytes the 9P servers move, not of one small buffer that
+/// stays in the processor's cache.
 fn raw_peer(role: &str) {
     let mut f = role.split(':');
     let kind = f.next().unwrap_or_default().to_string();
     let path = f.next().unwrap_or_default().to_string();
+    let size: usize = f.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let l = UnixListener::bind(&path).expect("bind raw peer");
     for s in l.incoming() {
         let Ok(mut s) = s else { continue };
@@ -178,23 +219,24 @@ fn raw_peer(role: &str) {
         let c = u64::from_le_bytes(hdr[16..24].try_into().unwrap_or_default()) as usize;
         match kind.as_str() {
             "source" => {
-                let buf = vec![7u8; a];
-                let mut left = b;
-                while left > 0 {
-                    let n = left.min(a);
-                    if s.write_all(&buf[..n]).is_err() {
+                let total = b.min(data.len());
+                let mut pos = 0;
+                while pos < total {
+                    let n = (total - pos).min(a);
+                    if s.write_all(&data[pos..pos + n]).is_err() {
                         break;
                     }
-                    left -= n;
+                    pos += n;
                 }
             }
             "sink" => {
-                let mut buf = vec![0u8; a];
-                let mut left = b;
-                while left > 0 {
-                    match s.read(&mut buf[..left.min(a)]) {
+                let total = b.min(data.len());
+                let mut pos = 0;
+                while pos < total {
+                    let end = (pos + a).min(total);
+                    match s.read(&mut data[pos..end]) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => left -= n,
+                        Ok(n) => pos += n,
                     }
                 }
                 let _ = s.write_all(&[1]);
@@ -239,20 +281,46 @@ fn raw_read(sock: &Path, chunk: usize, total: usize) -> f64 {
     mbps(got, t.elapsed())
 }
 
-/// Raw write throughput: we write `total` bytes in `chunk`s, the peer reads them.
-fn raw_write(sock: &Path, chunk: usize, total: usize) -> f64 {
+/// Raw write throughput: we write the `total` bytes of `data` in `chunk`s, the peer
+/// reads them into its buffer.
+fn raw_write(sock: &Path, chunk: usize, total: usize, data: &[u8]) -> f64 {
     let mut s = raw_connect(sock, chunk, total, 0);
-    let buf = vec![9u8; chunk];
     let t = Instant::now();
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(chunk);
-        s.write_all(&buf[..n]).expect("raw write");
-        left -= n;
+    let mut pos = 0;
+    while pos < total {
+        let n = (total - pos).min(chunk);
+        s.write_all(&data[pos..pos + n]).expect("raw write");
+        pos += n;
     }
     let mut ack = [0u8; 1];
     let _ = s.read_exact(&mut ack);
     mbps(total, t.elapsed())
+}
+
+/// The host file system's own limit: write then read a file of `data` in the exported
+/// directory directly, in the same chunks (what exportfs can at best pass on).
+fn host_rw(dir: &Path, chunk: usize, data: &[u8]) -> (f64, f64) {
+    let p = dir.join("host-direct");
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&p).expect("create host file");
+    for piece in data.chunks(chunk) {
+        f.write_all(piece).expect("host write");
+    }
+    drop(f);
+    let w = mbps(data.len(), t.elapsed());
+    let mut f = std::fs::File::open(&p).expect("open host file");
+    let mut buf = vec![0u8; chunk];
+    let t = Instant::now();
+    let mut n = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let r = mbps(n, t.elapsed());
+    let _ = std::fs::remove_file(&p);
+    (r, w)
 }
 
 fn mbps(bytes: usize, d: Duration) -> f64 {
@@ -262,11 +330,7 @@ fn mbps(bytes: usize, d: Duration) -> f64 {
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .on_thread_start(|| {
-            if cpus() >= 2 {
-                pin(1);
-            }
-        })
+        .on_thread_start(|| pin(CLIENT_CPU.load(Ordering::SeqCst)))
         .enable_all()
         .build()
         .expect("runtime")
@@ -304,14 +368,17 @@ async fn nine_rw(sock: &Path, msize: u32, size: usize, data: &Bytes) -> (f64, f6
         }
     };
     let t = Instant::now();
-    f.write_all(0, data.slice(..size), 4).await.expect("write");
+    let depth = f.depth();
+    f.write_all(0, data.slice(..size), depth)
+        .await
+        .expect("write");
     let w = mbps(size, t.elapsed());
     drop(f);
     f = root.walk(&name).await.expect("walk");
     f.open(OREAD).await.expect("open");
     let t = Instant::now();
     let n = f
-        .read_stream(0, 4, |_b| Ok::<(), ()>(()))
+        .read_stream(0, f.depth(), |_b| Ok::<(), ()>(()))
         .await
         .expect("read")
         .unwrap_or(0);
@@ -325,16 +392,20 @@ fn throughput(dir: &Path, size: usize) {
     let expdir = dir.join("export");
     std::fs::create_dir_all(&expdir).expect("mkdir");
     let exp = start(EXPORTFS, dir, "exportfs", &[expdir.to_str().expect("utf8")]);
-    let source = start_raw("source", dir, "source");
-    let sink = start_raw("sink", dir, "sink");
-    let data = Bytes::from(vec![0x5au8; size]);
+    let source = start_raw("source", dir, "source", size);
+    let sink = start_raw("sink", dir, "sink", size);
+    let data = Bytes::from((0..size).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
     let rt = rt();
-    println!("Sequential read and write, MB/s (ratio to the raw socket copy of the same chunks)");
+    println!("Sequential read and write, MB/s, with the ratio to the limit: the raw socket copy");
+    println!("of the same bytes in the same chunks; for exportfs the lower of that and the host");
+    println!("file system itself, read and written directly in the exported directory.");
     println!(
-        "{:>9} | {:>9} {:>9} | {:>15} {:>15} | {:>15} {:>15}",
+        "{:>9} | {:>9} {:>9} | {:>9} {:>10} | {:>15} {:>15} | {:>15} {:>15}",
         "msize",
         "raw read",
         "raw write",
+        "host read",
+        "host write",
         "ramfs read",
         "ramfs write",
         "exportfs read",
@@ -348,7 +419,13 @@ fn throughput(dir: &Path, size: usize) {
         let msize = chunk as u32 + IOHDRSZ;
         let best = |f: &dyn Fn() -> f64| f().max(f());
         let rr = best(&|| raw_read(&source.sock, chunk, size));
-        let rw = best(&|| raw_write(&sink.sock, chunk, size));
+        let rw = best(&|| raw_write(&sink.sock, chunk, size, &data));
+        let (mut hr, mut hw) = (0f64, 0f64);
+        for _ in 0..2 {
+            let (r, w) = host_rw(&expdir, chunk, &data);
+            hr = hr.max(r);
+            hw = hw.max(w);
+        }
         let (mut ramr, mut ramw) = (0f64, 0f64);
         let (mut expr, mut expw) = (0f64, 0f64);
         for _ in 0..2 {
@@ -360,18 +437,20 @@ fn throughput(dir: &Path, size: usize) {
             expw = expw.max(w);
         }
         println!(
-            "{:>9} | {:>9.0} {:>9.0} | {:>7.0} ({:>4.2}) {:>7.0} ({:>4.2}) | {:>7.0} ({:>4.2}) {:>7.0} ({:>4.2})",
+            "{:>9} | {:>9.0} {:>9.0} | {:>9.0} {:>10.0} | {:>7.0} ({:>4.2}) {:>7.0} ({:>4.2}) | {:>7.0} ({:>4.2}) {:>7.0} ({:>4.2})",
             human(chunk),
             rr,
             rw,
+            hr,
+            hw,
             ramr,
             ramr / rr,
             ramw,
             ramw / rw,
             expr,
-            expr / rr,
+            expr / rr.min(hr),
             expw,
-            expw / rw
+            expw / rw.min(hw)
         );
     }
 }
@@ -390,7 +469,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-fn latency(dir: &Path) {
+fn latency(dir: &Path, how: &str) {
     const N: usize = 20_000;
     let ram = start(RAMFS, dir, "ramfs-lat", &[]);
     let expdir = dir.join("export");
@@ -414,7 +493,7 @@ fn latency(dir: &Path) {
             lib9::Fcall::Rstat { stat: st }.encoded_len(),
         )
     });
-    let echo = start_raw("echo", dir, "echo");
+    let echo = start_raw("echo", dir, "echo", 0);
     let mut s = raw_connect(&echo.sock, stat_sizes.0, stat_sizes.1, 0);
     let q = vec![1u8; stat_sizes.0];
     let mut r = vec![0u8; stat_sizes.1];
@@ -451,7 +530,7 @@ fn latency(dir: &Path) {
     let ram50 = percentile(&mut ramv, 0.5);
     let exp50 = percentile(&mut expv, 0.5);
     println!(
-        "Tstat round trip ({} + {} bytes), median of {N}, microseconds (ratio to raw)",
+        "Tstat round trip ({} + {} bytes), {how}: median of {N}, microseconds (ratio to raw)",
         stat_sizes.0, stat_sizes.1
     );
     println!(

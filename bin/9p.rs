@@ -8,7 +8,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use lib9::blocking::{Client, Fid};
-use lib9::client::{Options, PIPELINE_DEPTH};
+use lib9::client::Options;
 use lib9::dial;
 use lib9::fcall::{DMDIR, ModeString, ORDWR, OREAD, OTRUNC, OWRITE, QTAPPEND, QTDIR, QTEXCL, Stat};
 use srv::daemon::{self, fatal};
@@ -143,7 +143,7 @@ fn read(ctx: &Ctx, name: &str) -> Result<(), String> {
     // Files with a length are read with several requests in flight; synthetic files
     // (length 0, append-only, exclusive) one read at a time, as their servers expect.
     let synthetic = st.length == 0 || st.qid.ty & (QTAPPEND | QTEXCL | QTDIR) != 0;
-    let depth = if synthetic { 1 } else { PIPELINE_DEPTH };
+    let depth = if synthetic { 1 } else { f.depth() };
     let mut stdout = std::io::stdout().lock();
     let r = f
         .read_stream(0, depth, |b| stdout.write_all(&b))

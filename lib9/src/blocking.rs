@@ -86,6 +86,11 @@ impl Fid {
         self.f.as_ref().map_or(0, client::Fid::iounit)
     }
 
+    /// See [`client::Fid::depth`].
+    pub fn depth(&self) -> usize {
+        self.f.as_ref().map_or(1, client::Fid::depth)
+    }
+
     pub fn walk(&self, path: &str) -> Result<Fid> {
         let f = self.rt.block_on(self.f()?.walk(path))?;
         Ok(self.wrap(f))

@@ -26,8 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 pub const DEFAULT_MSIZE: u32 = 1024 * 1024 + IOHDRSZ;
 /// Requests a client keeps in flight on one connection before new ones wait.
 pub const DEFAULT_MAX_INFLIGHT: usize = 256;
-/// Reads or writes kept in flight by `read_all` and `write_all`.
-pub const PIPELINE_DEPTH: usize = 4;
+/// Bytes that pipelined reads and writes keep in flight (see [`Fid::depth`]).
+pub const PIPELINE_BYTES: usize = 4 << 20;
 
 /// What can go wrong talking to a 9P server.
 #[derive(Debug, thiserror::Error)]
@@ -266,10 +266,13 @@ impl Client {
     /// `Twalk`, `Tattach` or `Tauth`): if the call is abandoned and the server made it
     /// anyway, the client clunks it and frees the number.
     pub async fn start(&self, body: Fcall, newfid: Option<u32>) -> Result<Call> {
-        let permit = Arc::clone(&self.inner.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Hungup)?;
+        let permit = match Arc::clone(&self.inner.slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => Arc::clone(&self.inner.slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Hungup)?,
+        };
         let (tx, rx) = oneshot::channel();
         let newfid = newfid.map(|f| match &body {
             Fcall::Twalk { wnames, .. } => (f, wnames.len()),
@@ -652,6 +655,13 @@ impl Fid {
         } else {
             self.iounit
         }
+    }
+
+    /// How many reads or writes of an iounit to keep in flight for a sequential
+    /// transfer: enough to keep [`PIPELINE_BYTES`] moving (so that small msizes are not
+    /// held to one round trip per message), at least 2 and at most 64.
+    pub fn depth(&self) -> usize {
+        (PIPELINE_BYTES / self.iounit().max(1) as usize).clamp(2, 64)
     }
 
     /// Walk a slash-separated path (empty elements and `.` are skipped) to a new fid.

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tokio::task::AbortHandle;
 
 /// What a file server's methods return.
@@ -339,6 +340,9 @@ impl<F: Filesystem> Server<F> {
     }
 }
 
+/// Writes at least this big always run in a task of their own.
+const HEAVY_WRITE: usize = 64 * 1024;
+
 /// A request's answer: a message, or an Rread whose data comes from a file.
 enum Reply {
     Msg(Fcall),
@@ -521,13 +525,29 @@ impl<F: Filesystem> ConnState<F> {
         }
     }
 
-    /// Run a request in its own task.
+    /// Run a request: at once, if it finishes without waiting (most do, and handing it
+    /// to a task of its own would cost more than the work), else in its own task.
     fn start(self: &Arc<Self>, tag: u16, body: Fcall, ticket: Ticket) {
+        // A big write is work (a copy into a file, say) better done on another thread
+        // while this one reads the next message.
+        let heavy = matches!(&body, Fcall::Twrite { data, .. } if data.len() >= HEAVY_WRITE);
+        let me = Arc::clone(self);
+        let mut fut = Box::pin(async move { me.dispatch(body).await });
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if !heavy {
+            if let Poll::Ready(reply) = fut.as_mut().poll(&mut cx) {
+                // Nothing can have flushed it: a Tflush for it is still unread.
+                self.send_reply(tag, reply, ticket);
+                return;
+            }
+        }
+        // It waits for something: from now on the task's own waker is the one that
+        // counts (the first poll in the task registers it).
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         lock(&self.pending).insert(tag, Pending { id, abort: None });
         let me = Arc::clone(self);
         let h = tokio::spawn(async move {
-            let reply = me.dispatch(body).await;
+            let reply = fut.await;
             me.finish(tag, id, reply, ticket);
         });
         if let Some(p) = lock(&self.pending).get_mut(&tag) {
@@ -540,39 +560,40 @@ impl<F: Filesystem> ConnState<F> {
     /// Send a request's reply, unless it was flushed.
     fn finish(&self, tag: u16, id: u64, reply: Reply, ticket: Ticket) {
         let mut p = lock(&self.pending);
-        match p.get(&tag) {
-            Some(e) if e.id == id => {
-                p.remove(&tag);
-                // Queued under the lock, so a Tflush handled after this sees the tag
-                // gone and its Rflush goes out after this reply.
-                match reply {
-                    Reply::Msg(body) => {
-                        let m = Msg::new(tag, body);
-                        self.trace_out(&m);
-                        self.send_encoded(&m, Some(Box::new(ticket)));
-                    }
-                    Reply::File { file, offset, len } => {
-                        if self.srv.cfg.trace {
-                            eprintln!("-{}-> Rread tag {tag} count {len} (from file)", self.id);
-                        }
-                        let mut head = BytesMut::with_capacity(11);
-                        head.extend_from_slice(&(11 + len).to_le_bytes());
-                        head.extend_from_slice(&[fcall::mtype::RREAD]);
-                        head.extend_from_slice(&tag.to_le_bytes());
-                        head.extend_from_slice(&len.to_le_bytes());
-                        self.outbox.send(Outgoing {
-                            head: head.freeze(),
-                            bulk: Bulk::File {
-                                file,
-                                offset,
-                                len: len as usize,
-                            },
-                            guard: Some(Box::new(ticket)),
-                        });
-                    }
-                }
+        if p.get(&tag).is_some_and(|e| e.id == id) {
+            p.remove(&tag);
+            // Queued under the lock, so a Tflush handled after this sees the tag gone
+            // and its Rflush goes out after this reply.
+            self.send_reply(tag, reply, ticket);
+        }
+    }
+
+    fn send_reply(&self, tag: u16, reply: Reply, ticket: Ticket) {
+        match reply {
+            Reply::Msg(body) => {
+                let m = Msg::new(tag, body);
+                self.trace_out(&m);
+                self.send_encoded(&m, Some(Box::new(ticket)));
             }
-            _ => {}
+            Reply::File { file, offset, len } => {
+                if self.srv.cfg.trace {
+                    eprintln!("-{}-> Rread tag {tag} count {len} (from file)", self.id);
+                }
+                let mut head = BytesMut::with_capacity(11);
+                head.extend_from_slice(&(11 + len).to_le_bytes());
+                head.extend_from_slice(&[fcall::mtype::RREAD]);
+                head.extend_from_slice(&tag.to_le_bytes());
+                head.extend_from_slice(&len.to_le_bytes());
+                self.outbox.send(Outgoing {
+                    head: head.freeze(),
+                    bulk: Bulk::File {
+                        file,
+                        offset,
+                        len: len as usize,
+                    },
+                    guard: Some(Box::new(ticket)),
+                });
+            }
         }
     }
 

@@ -30,7 +30,7 @@ const LARGE_FRAME: usize = 32 * 1024;
 
 /// Recycled buffers for large frames.
 pub struct Pool {
-    free: std::sync::Mutex<Vec<Box<[u8]>>>,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
     max_bufs: usize,
 }
 
@@ -42,18 +42,23 @@ impl Pool {
         }
     }
 
-    /// A buffer of at least `n` bytes (all initialised).
-    fn get(&self, n: usize) -> Box<[u8]> {
+    /// An empty buffer with room for at least `n` bytes.
+    fn get(&self, n: usize) -> Vec<u8> {
         let mut f = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = f.iter().position(|b| b.len() >= n && b.len() <= 2 * n) {
-            return f.swap_remove(i);
+        if let Some(i) = f
+            .iter()
+            .position(|b| b.capacity() >= n && b.capacity() <= 2 * n)
+        {
+            let mut b = f.swap_remove(i);
+            b.clear();
+            return b;
         }
         drop(f);
         // Round up so that messages of nearby sizes share buffers.
-        vec![0u8; n.next_multiple_of(64 * 1024)].into_boxed_slice()
+        Vec::with_capacity(n.next_multiple_of(64 * 1024))
     }
 
-    fn put(&self, b: Box<[u8]>) {
+    fn put(&self, b: Vec<u8>) {
         let mut f = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if f.len() < self.max_bufs {
             f.push(b);
@@ -63,25 +68,19 @@ impl Pool {
 
 /// A frame's own buffer, returned to its pool when the frame's last `Bytes` goes.
 struct Pooled {
-    buf: Option<Box<[u8]>>,
-    len: usize,
+    buf: Vec<u8>,
     pool: std::sync::Arc<Pool>,
 }
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        match &self.buf {
-            Some(b) => &b[..self.len],
-            None => &[],
-        }
+        &self.buf
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            self.pool.put(b);
-        }
+        self.pool.put(std::mem::take(&mut self.buf));
     }
 }
 
@@ -135,24 +134,22 @@ impl FrameReader {
 
     /// Read the rest of a large frame straight into a pooled buffer of its own.
     async fn large(&mut self, size: usize) -> io::Result<Bytes> {
+        use bytes::BufMut;
         let mut b = self.pool.get(size);
-        let have = self.buf.len();
-        b[..have].copy_from_slice(&self.buf);
+        b.extend_from_slice(&self.buf);
         self.buf.clear();
-        let mut got = have;
-        while got < size {
-            let n = self.rd.read(&mut b[got..size]).await?;
+        while b.len() < size {
+            let want = size - b.len();
+            let n = self.rd.read_buf(&mut (&mut b).limit(want)).await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed in the middle of a message",
                 ));
             }
-            got += n;
         }
         Ok(Bytes::from_owner(Pooled {
-            buf: Some(b),
-            len: size,
+            buf: b,
             pool: std::sync::Arc::clone(&self.pool),
         }))
     }
@@ -315,15 +312,16 @@ async fn write_all_pieces(w: &mut WriteHalf, pieces: &mut VecDeque<Piece>) -> io
             continue;
         }
         let n = {
-            let slices: Vec<IoSlice<'_>> = pieces
-                .iter()
-                .take(64)
-                .map_while(|p| match p {
-                    Piece::Mem(b) => Some(IoSlice::new(b)),
-                    Piece::File { .. } => None,
-                })
-                .collect();
-            w.write_vectored(&slices).await?
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut k = 0;
+            for p in pieces.iter().take(64) {
+                match p {
+                    Piece::Mem(b) => slices[k] = IoSlice::new(b),
+                    Piece::File { .. } => break,
+                }
+                k += 1;
+            }
+            w.write_vectored(&slices[..k]).await?
         };
         if n == 0 {
             return Err(io::Error::new(

@@ -50,13 +50,39 @@ pub fn background() -> io::Result<()> {
         }
         nix::unistd::ForkResult::Child => {
             let _ = nix::unistd::setsid();
-            if let Ok(null) = std::fs::File::open("/dev/null") {
-                // SAFETY: dup2 onto standard input.
-                unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            // Let go of the caller's standard input and output, and of standard error
+            // if it is a pipe or socket: whoever started us (`x=$(ramfs)`, a test
+            // reading our output) would otherwise wait for them to close for as long
+            // as we run. Standard error on a terminal or a file stays, for messages.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let fd = null.as_raw_fd();
+                // SAFETY: dup2 of a descriptor we hold onto the standard ones.
+                unsafe {
+                    libc::dup2(fd, 0);
+                    libc::dup2(fd, 1);
+                    if is_pipe_or_socket(2) {
+                        libc::dup2(fd, 2);
+                    }
+                }
             }
             Ok(())
         }
     }
+}
+
+fn is_pipe_or_socket(fd: i32) -> bool {
+    // SAFETY: fstat fills the struct we pass.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    let t = st.st_mode & libc::S_IFMT;
+    t == libc::S_IFIFO || t == libc::S_IFSOCK
 }
 
 /// The runtime servers run on: one worker per core.

@@ -220,6 +220,17 @@ mod tests {
         let f = t.path().join("file");
         fs::write(&f, "").unwrap();
         assert!(matches!(ensure_dir(&f), Err(NsError::BadDir(..))));
+        // A directory of the right mode that belongs to someone else is refused. Only
+        // root can make one here (as CI runs); others check what they can.
+        if nix::unistd::getuid().is_root() {
+            let other = t.path().join("other");
+            fs::DirBuilder::new().mode(0o700).create(&other).unwrap();
+            nix::unistd::chown(&other, Some(65534.into()), None).unwrap();
+            match ensure_dir(&other) {
+                Err(NsError::BadDir(_, why)) => assert!(why.contains("another user"), "{why}"),
+                r => panic!("accepted a directory owned by another user: {r:?}"),
+            }
+        }
     }
 
     #[test]

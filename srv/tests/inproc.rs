@@ -424,6 +424,43 @@ fn fids_are_freed_when_a_client_vanishes() {
 }
 
 #[test]
+fn client_fids_clunk_themselves() {
+    let rt = rt();
+    within(&rt, 30, async {
+        let server = Server::new(RamFs::new("glenda", 1 << 30));
+        let stats = Arc::clone(server.stats());
+        let c = client(&server).await;
+        let root = c.attach("glenda", "").await.expect("attach");
+        let mut fids = Vec::new();
+        for _ in 0..10 {
+            fids.push(root.walk("").await.expect("clone"));
+        }
+        assert_eq!(stats.fids.load(Ordering::SeqCst), 11);
+        drop(fids);
+        // Dropping sends the clunks without waiting; the next request is answered
+        // after them.
+        root.stat().await.expect("stat");
+        assert_eq!(stats.fids.load(Ordering::SeqCst), 1);
+        // Numbers are reused: a thousand walks and drops use a handful of fids.
+        for _ in 0..1000 {
+            let f = root.walk("").await.expect("clone");
+            assert!(f.raw() < 16, "fid numbers not reused: {}", f.raw());
+        }
+        // The last handle closes the connection.
+        drop(root);
+        drop(c);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while stats.connections.load(Ordering::SeqCst) != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connection left open"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}
+
+#[test]
 fn garbage_gets_errors_and_the_server_lives_on() {
     let rt = rt();
     within(&rt, 30, async {

@@ -21,6 +21,10 @@ pub struct FrameReader {
     buf: BytesMut,
     max: u32,
     pool: std::sync::Arc<Pool>,
+    /// A large frame being read into its own buffer, and its size. Kept here, not in
+    /// the future, so that `next` is cancel-safe: servers select between reading and
+    /// other work, and a dropped read must not lose half a message.
+    big: Option<(Vec<u8>, usize)>,
 }
 
 /// How much to read at a time when no large frame is pending.
@@ -91,6 +95,7 @@ impl FrameReader {
             buf: BytesMut::with_capacity(READ_CHUNK),
             max,
             pool: std::sync::Arc::new(Pool::new(16)),
+            big: None,
         }
     }
 
@@ -101,9 +106,12 @@ impl FrameReader {
 
     /// The next frame, or `None` at a clean end of the stream. A frame whose size field
     /// is impossible or above the limit is an `InvalidData` error: the stream cannot be
-    /// resynchronised after it.
+    /// resynchronised after it. Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> io::Result<Option<Bytes>> {
         loop {
+            if self.big.is_some() {
+                return self.large().await.map(Some);
+            }
             if let Some(size) = fcall::frame_len(&self.buf) {
                 fcall::check_frame_len(size, self.max)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -112,7 +120,11 @@ impl FrameReader {
                     return Ok(Some(self.buf.split_to(size).freeze()));
                 }
                 if size >= LARGE_FRAME {
-                    return self.large(size).await.map(Some);
+                    let mut b = self.pool.get(size);
+                    b.extend_from_slice(&self.buf);
+                    self.buf.clear();
+                    self.big = Some((b, size));
+                    continue;
                 }
                 // Make room for the rest of this frame, and a little more.
                 self.buf.reserve((size - self.buf.len()).max(READ_CHUNK));
@@ -132,22 +144,30 @@ impl FrameReader {
         }
     }
 
-    /// Read the rest of a large frame straight into a pooled buffer of its own.
-    async fn large(&mut self, size: usize) -> io::Result<Bytes> {
+    /// Read the rest of a large frame straight into its pooled buffer.
+    async fn large(&mut self) -> io::Result<Bytes> {
         use bytes::BufMut;
-        let mut b = self.pool.get(size);
-        b.extend_from_slice(&self.buf);
-        self.buf.clear();
-        while b.len() < size {
-            let want = size - b.len();
-            let n = self.rd.read_buf(&mut (&mut b).limit(want)).await?;
+        loop {
+            let Some((b, size)) = self.big.as_mut() else {
+                return Err(io::Error::other("no large frame pending"));
+            };
+            let want = *size - b.len();
+            if want == 0 {
+                break;
+            }
+            // read_buf is cancel-safe: bytes it reads are in `b` before it returns.
+            let n = self.rd.read_buf(&mut b.limit(want)).await?;
             if n == 0 {
+                self.big = None;
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed in the middle of a message",
                 ));
             }
         }
+        let Some((b, _)) = self.big.take() else {
+            return Err(io::Error::other("no large frame pending"));
+        };
         Ok(Bytes::from_owner(Pooled {
             buf: b,
             pool: std::sync::Arc::clone(&self.pool),
@@ -479,5 +499,53 @@ impl<T> Admission<T> {
                 _bytes: bytes,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fcall::{Fcall, Msg};
+    use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn next_is_cancel_safe_in_the_middle_of_a_large_frame() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+            let (r, _w) = a.into_split();
+            let mut fr = FrameReader::new(Box::new(r), crate::fcall::MAX_MSIZE);
+            let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+            let m = Msg::new(
+                7,
+                Fcall::Rread {
+                    data: Bytes::from(data.clone()),
+                },
+            );
+            let frame = m.to_bytes().unwrap();
+            let small = Msg::new(8, Fcall::Rclunk).to_bytes().unwrap();
+            // Half of the big frame, then give up waiting, several times over.
+            let mut sent = 0;
+            for piece in frame.chunks(70_000) {
+                b.write_all(piece).await.unwrap();
+                sent += piece.len();
+                if sent < frame.len() {
+                    let r =
+                        tokio::time::timeout(std::time::Duration::from_millis(20), fr.next()).await;
+                    assert!(r.is_err(), "a partial frame came out");
+                }
+            }
+            b.write_all(&small).await.unwrap();
+            let got = fr.next().await.unwrap().unwrap();
+            assert_eq!(
+                crate::fcall::decode(got, crate::fcall::MAX_MSIZE).unwrap(),
+                m
+            );
+            let got = fr.next().await.unwrap().unwrap();
+            assert_eq!(got, small);
+        });
     }
 }

@@ -501,7 +501,8 @@ fn garbage_gets_errors_and_the_server_lives_on() {
             .write_all(&u32::MAX.to_le_bytes())
             .await
             .expect("write");
-        raw.s.write_all(&[100, 0, 0]).await.expect("write");
+        // The server may already have hung up.
+        let _ = raw.s.write_all(&[100, 0, 0]).await;
         let mut buf = [0u8; 16];
         let n = raw.s.read(&mut buf).await.unwrap_or(0);
         assert_eq!(n, 0, "connection not closed");

@@ -154,31 +154,24 @@ impl WriteHalf {
         offset: u64,
         len: usize,
     ) -> io::Result<usize> {
+        // Wait until the socket can take more, then send; again if it filled up.
+        macro_rules! on_socket {
+            ($s:expr) => {{
+                let s = $s;
+                loop {
+                    s.writable().await?;
+                    match s.try_io(tokio::io::Interest::WRITABLE, || {
+                        sendfile(s.as_raw_fd(), file, offset, len)
+                    }) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            }};
+        }
         match self {
-            WriteHalf::Unix(w) => {
-                let s: &tokio::net::UnixStream = w.as_ref();
-                loop {
-                    s.writable().await?;
-                    match s.try_io(tokio::io::Interest::WRITABLE, || {
-                        sendfile(s.as_raw_fd(), file, offset, len)
-                    }) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        r => return r,
-                    }
-                }
-            }
-            WriteHalf::Tcp(w) => {
-                let s: &tokio::net::TcpStream = w.as_ref();
-                loop {
-                    s.writable().await?;
-                    match s.try_io(tokio::io::Interest::WRITABLE, || {
-                        sendfile(s.as_raw_fd(), file, offset, len)
-                    }) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        r => return r,
-                    }
-                }
-            }
+            WriteHalf::Unix(w) => on_socket!(AsRef::<tokio::net::UnixStream>::as_ref(w)),
+            WriteHalf::Tcp(w) => on_socket!(AsRef::<tokio::net::TcpStream>::as_ref(w)),
             WriteHalf::Other(w) => {
                 use std::os::unix::fs::FileExt;
                 use tokio::io::AsyncWriteExt;

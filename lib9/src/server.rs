@@ -1094,6 +1094,28 @@ pub fn has_perm(uname: &str, uid: &str, gid: &str, mode: u32, want: u32) -> bool
     m & want == want
 }
 
+/// Check the fields of a `Twstat` that can never change: each must be its "don't
+/// touch" value or the value it already has (some clients send a whole stat back with
+/// one field changed). `qid.vers` is not checked: it may have moved on meanwhile.
+pub fn check_wstat_fixed(req: &Stat, cur: &Stat) -> FsResult<()> {
+    if (req.ty != !0 && req.ty != cur.ty)
+        || (req.dev != !0 && req.dev != cur.dev)
+        || (req.qid.path != !0 && req.qid.path != cur.qid.path)
+        || (req.qid.ty != !0 && req.qid.ty != cur.qid.ty)
+        || (req.atime != !0 && req.atime != cur.atime)
+        || (!req.muid.is_empty() && req.muid != cur.muid)
+    {
+        return Err(Ename::from(errstr::EBADWSTAT));
+    }
+    if !req.uid.is_empty() && req.uid != cur.uid {
+        return Err(Ename::from(errstr::EWSTATUID));
+    }
+    if req.mode != !0 && (req.mode & fcall::DMDIR) != (cur.mode & fcall::DMDIR) {
+        return Err(Ename::from(errstr::EWSTATDIR));
+    }
+    Ok(())
+}
+
 /// The permission bits an open mode needs.
 pub fn open_perm(mode: u8) -> u32 {
     let mut want = match mode & 3 {

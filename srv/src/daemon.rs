@@ -24,6 +24,54 @@ pub struct Opts {
     pub foreground: bool,
 }
 
+/// The flags every file server takes.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// Announce this dial string (tcp!*!564, unix!/path; a bare name is a host)
+    #[arg(short = 'a', value_name = "addr")]
+    pub addr: Vec<String>,
+    /// Post the service as NAME in $NAMESPACE
+    #[arg(short = 's', value_name = "name")]
+    pub name: Vec<String>,
+    /// Serve one client on standard input and output
+    #[arg(short = 'i')]
+    pub stdio: bool,
+    /// Stay in the foreground
+    #[arg(short = 'f')]
+    pub foreground: bool,
+    /// Print every 9P message on standard error
+    #[arg(short = 'D')]
+    pub debug: bool,
+}
+
+/// Run a file server as its flags say, posting it as `default_name` if they name no
+/// address: announce, go into the background, serve until a stop signal. Exits the
+/// process with a message on failure.
+pub fn run_server<F: Filesystem>(prog: &str, a: &ServeArgs, default_name: &str, fs: F) {
+    let mut o = Opts {
+        addrs: a.addr.clone(),
+        names: a.name.clone(),
+        stdio: a.stdio,
+        foreground: a.foreground || a.stdio,
+    };
+    if o.addrs.is_empty() && o.names.is_empty() && !o.stdio {
+        o.names.push(default_name.into());
+    }
+    let listeners = announce_all(&o).unwrap_or_else(|e| fatal(prog, e));
+    if !o.foreground {
+        background().unwrap_or_else(|e| fatal(prog, e));
+    }
+    let rt = runtime().unwrap_or_else(|e| fatal(prog, e));
+    let cfg = lib9::server::Config {
+        trace: a.debug,
+        ..lib9::server::Config::default()
+    };
+    let server = Server::with_config(fs, cfg);
+    if let Err(e) = rt.block_on(serve(server, &o, listeners)) {
+        fatal(prog, e);
+    }
+}
+
 /// Bind every address and post every name, before anything else happens.
 pub fn announce_all(o: &Opts) -> Result<Vec<Listener>, DialError> {
     let mut out = Vec::new();

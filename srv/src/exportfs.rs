@@ -15,7 +15,7 @@
 use bytes::{Bytes, BytesMut};
 use lib9::errstr::{self, Ename};
 use lib9::fcall::{DMDIR, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat};
-use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked};
+use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked, check_wstat_fixed};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use std::collections::HashMap;
@@ -606,21 +606,7 @@ impl Filesystem for ExportFs {
             return Ok(());
         }
         self.check_writable()?;
-        if (st.ty != !0 && st.ty != cur.ty)
-            || (st.dev != !0 && st.dev != cur.dev)
-            || (st.qid.path != !0 && st.qid.path != cur.qid.path)
-            || (st.qid.ty != !0 && st.qid.ty != cur.qid.ty)
-            || (st.atime != !0 && st.atime != cur.atime)
-            || (!st.muid.is_empty() && st.muid != cur.muid)
-        {
-            return Err(Ename::from(errstr::EBADWSTAT));
-        }
-        if !st.uid.is_empty() && st.uid != cur.uid {
-            return Err(Ename::from(errstr::EWSTATUID));
-        }
-        if st.mode != !0 && (st.mode & DMDIR) != (cur.mode & DMDIR) {
-            return Err(Ename::from(errstr::EWSTATDIR));
-        }
+        check_wstat_fixed(st, &cur)?;
         if st.mode != !0 && st.mode & !(DMDIR | 0o777) != 0 {
             return Err(Ename::from(errstr::EBADWSTAT));
         }

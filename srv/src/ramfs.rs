@@ -13,7 +13,9 @@ use lib9::fcall::{
     DMAPPEND, DMDIR, DMEXCL, DMEXEC, DMWRITE, ORCLOSE, OTRUNC, QTAPPEND, QTDIR, QTEXCL, QTFILE,
     Qid, Stat,
 };
-use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked, has_perm, open_perm};
+use lib9::server::{
+    Caller, Data, Filesystem, FsResult, Opened, Walked, check_wstat_fixed, has_perm, open_perm,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -462,21 +464,7 @@ impl Filesystem for RamFs {
                 n.muid = c.uname.to_string();
             }
         }
-        let qid = n.qid(fid.path);
-        let append = n.mode & DMAPPEND != 0;
-        Ok(Opened {
-            fid: RamFid {
-                path: fid.path,
-                open: Some(OpenState {
-                    content,
-                    excl,
-                    rclose: mode & ORCLOSE != 0,
-                    append,
-                }),
-            },
-            qid,
-            iounit: 0,
-        })
+        Ok(opened(fid.path, n, content, mode))
     }
 
     async fn create(
@@ -529,11 +517,9 @@ impl Filesystem for RamFs {
             },
             excl_open: false,
         };
-        let excl = node.mode & DMEXCL != 0;
-        let append = node.mode & DMAPPEND != 0;
-        let qid = node.qid(path);
         let mut node = node;
-        node.excl_open = excl;
+        node.excl_open = node.mode & DMEXCL != 0;
+        let o = opened(path, &node, content, mode);
         t.nodes.insert(path, node);
         if let Some(d) = t.nodes.get_mut(&fid.path) {
             if let Kind::Dir(e) = &mut d.kind {
@@ -542,19 +528,7 @@ impl Filesystem for RamFs {
             d.mtime = tm;
             d.vers = d.vers.wrapping_add(1);
         }
-        Ok(Opened {
-            fid: RamFid {
-                path,
-                open: Some(OpenState {
-                    content,
-                    excl,
-                    rclose: mode & ORCLOSE != 0,
-                    append,
-                }),
-            },
-            qid,
-            iounit: 0,
-        })
+        Ok(o)
     }
 
     async fn read(&self, _c: &Caller, fid: &RamFid, offset: u64, count: u32) -> FsResult<Data> {
@@ -628,21 +602,7 @@ impl Filesystem for RamFs {
         let cur = RamFs::stat_of(fid.path, n);
         let owner = who == n.uid;
         let leader = who == n.gid;
-        // Fields that cannot change: only their don't-touch value, or the value they
-        // already have, is allowed.
-        if (st.ty != !0 && st.ty != cur.ty)
-            || (st.dev != !0 && st.dev != cur.dev)
-            || (st.qid.path != !0 && st.qid.path != cur.qid.path)
-            || (st.qid.vers != !0 && st.qid.vers != cur.qid.vers)
-            || (st.qid.ty != !0 && st.qid.ty != cur.qid.ty)
-            || (st.atime != !0 && st.atime != cur.atime)
-            || (!st.muid.is_empty() && st.muid != cur.muid)
-        {
-            return Err(Ename::from(errstr::EBADWSTAT));
-        }
-        if !st.uid.is_empty() && st.uid != cur.uid {
-            return Err(Ename::from(errstr::EWSTATUID));
-        }
+        check_wstat_fixed(st, &cur)?;
         let rename = !st.name.is_empty() && st.name != cur.name;
         if rename {
             if fid.path == ROOT {
@@ -670,9 +630,6 @@ impl Filesystem for RamFs {
             None
         };
         let newmode = if st.mode != !0 && st.mode != cur.mode {
-            if (st.mode & DMDIR) != (n.mode & DMDIR) {
-                return Err(Ename::from(errstr::EWSTATDIR));
-            }
             if !owner && !leader {
                 return Err(Ename::from("permission denied: not owner"));
             }
@@ -763,6 +720,23 @@ impl Filesystem for RamFs {
             // Permission was checked at open.
             let _ = self.unlink(&mut t, fid.path);
         }
+    }
+}
+
+/// A fid of `path` (node `n`) open in `mode`.
+fn opened(path: u64, n: &Node, content: Option<Arc<RwLock<Content>>>, mode: u8) -> Opened<RamFid> {
+    Opened {
+        fid: RamFid {
+            path,
+            open: Some(OpenState {
+                content,
+                excl: n.mode & DMEXCL != 0,
+                rclose: mode & ORCLOSE != 0,
+                append: n.mode & DMAPPEND != 0,
+            }),
+        },
+        qid: n.qid(path),
+        iounit: 0,
     }
 }
 

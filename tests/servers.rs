@@ -510,3 +510,60 @@ fn srv_exits_when_server_hangs_up() {
     }
     assert!(!ns.svc("muxed").exists(), "srv left its socket behind");
 }
+
+/// Big writes whose data the server moves from the socket straight into the file
+/// (exportfs) or reads as usual (ramfs): every byte lands where it should, errors are
+/// still answered, and the connection stays in frame for what follows.
+#[test]
+fn big_writes_land_intact() {
+    for kind in [Kind::Export, Kind::Ram] {
+        for tcp in [false, true] {
+            let s = setup(kind, tcp);
+            within(&rt(), 120, async {
+                let c = connect(&s.addr, (1 << 20) + 24).await;
+                let root = c.attach("glenda", "").await.expect("attach");
+                let f = create(&root, "", "big", 0o644, ORDWR).await;
+                let data: Vec<u8> = (0..9_000_001u32).map(|i| (i % 249) as u8).collect();
+                // Odd offsets and sizes, several in flight.
+                f.write_all(3, Bytes::from(data.clone()), 4)
+                    .await
+                    .expect("write_all");
+                let mut back = Vec::new();
+                f.read_stream(3, 4, |b| {
+                    back.extend_from_slice(&b);
+                    Ok::<(), ()>(())
+                })
+                .await
+                .expect("read")
+                .expect("sink");
+                assert!(back == data, "{kind:?} tcp={tcp}: data corrupted");
+                if let (Kind::Export, Some(dir)) = (kind, &s.dir) {
+                    let host = std::fs::read(dir.path().join("big")).expect("host");
+                    assert_eq!(&host[..3], &[0, 0, 0]);
+                    assert!(host[3..] == data[..], "host file differs");
+                }
+                // A big write to a file open only for reading is refused, and the
+                // connection goes on.
+                let mut r = root.walk("big").await.expect("walk");
+                r.open(OREAD).await.expect("open");
+                let e = r
+                    .write(0, Bytes::from(vec![1u8; 1 << 20]))
+                    .await
+                    .expect_err("write to a read-only fid");
+                assert!(e.to_string().contains("fid"), "{e}");
+                assert_eq!(&r.read(3, 4).await.expect("read")[..], &data[..4]);
+                // And one to an unknown fid.
+                let e = c
+                    .rpc(lib9::Fcall::Twrite {
+                        fid: 4242,
+                        offset: 0,
+                        data: Bytes::from(vec![2u8; 1 << 20]),
+                    })
+                    .await
+                    .expect_err("unknown fid");
+                assert!(e.to_string().contains("unknown fid"), "{e}");
+                assert_eq!(r.stat().await.expect("stat").length, 9_000_004);
+            });
+        }
+    }
+}

@@ -18,7 +18,10 @@ use crate::fcall::{
     self, Fcall, IOHDRSZ, MAXWELEM, MIN_MSIZE, Msg, NOFID, NOTAG, OEXEC, ORCLOSE, ORDWR, OTRUNC,
     OWRITE, QTAUTH, QTDIR, Qid, Stat, VERSION9P,
 };
-use crate::wire::{Admission, Bulk, FrameReader, Outbox, Outgoing, Ticket, spawn_writer};
+use crate::wire::{
+    Admission, Bulk, FrameReader, Incoming, Outbox, Outgoing, Pipe, TWRITE_HEAD, Ticket,
+    spawn_writer,
+};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::future::Future;
@@ -192,6 +195,13 @@ pub trait Filesystem: Send + Sync + 'static {
         async { Err(Ename::from(errstr::ENOREMOVE)) }
     }
 
+    /// The host file behind a fid open for writing, if writes to it may go straight into
+    /// that file: the framework then moves the data of large writes from the socket into
+    /// it with splice(2), uncopied, instead of calling [`Filesystem::write`].
+    fn write_file(&self, _fid: &Self::Fid) -> Option<Arc<std::fs::File>> {
+        None
+    }
+
     /// The fid is gone (clunked, removed, or its connection ended).
     fn clunk(&self, _caller: &Caller, _fid: &Self::Fid) -> impl Future<Output = ()> + Send {
         async {}
@@ -298,6 +308,7 @@ impl<F: Filesystem> Server<F> {
             next_req: AtomicU64::new(1),
         });
         let mut rd = FrameReader::new(conn.read, self.cfg.max_msize);
+        let mut pipe: Option<Pipe> = None;
         let mut adm = Admission::new(
             self.cfg.max_outstanding,
             self.cfg.max_bytes,
@@ -308,17 +319,30 @@ impl<F: Filesystem> Server<F> {
             // While requests wait for room, keep reading (a Tflush may free some), up
             // to a bound; past it, only wait.
             let ev = if !adm.has_waiting() {
-                Ev::Frame(rd.next().await)
+                Ev::Frame(rd.next_incoming(SPLIT_WRITE).await)
             } else if adm.is_full() {
                 Ev::Ready(adm.next_ready().await)
             } else {
                 tokio::select! {
-                    f = rd.next() => Ev::Frame(f),
+                    f = rd.next_incoming(SPLIT_WRITE) => Ev::Frame(f),
                     r = adm.next_ready() => Ev::Ready(r),
                 }
             };
             match ev {
-                Ev::Frame(Ok(Some(frame))) => st.incoming(frame, &mut rd, &mut adm).await,
+                Ev::Frame(Ok(Some(Incoming::Frame(frame)))) => {
+                    st.incoming(frame, &mut rd, &mut adm).await
+                }
+                Ev::Frame(Ok(Some(Incoming::Write { head, have, .. }))) => {
+                    if let Err(e) = st
+                        .split_write(head, have, &mut rd, &mut adm, &mut pipe)
+                        .await
+                    {
+                        if self.cfg.trace {
+                            eprintln!("-{id}-> hangup: {e}");
+                        }
+                        break;
+                    }
+                }
                 Ev::Frame(Ok(None)) => break,
                 Ev::Frame(Err(e)) => {
                     if e.kind() == std::io::ErrorKind::InvalidData {
@@ -353,8 +377,12 @@ enum Reply {
     },
 }
 
+/// A `Twrite` at least this big whose data is not all read yet is handed to the file
+/// server's host file with splice(2), if it has one (see [`Filesystem::write_file`]).
+const SPLIT_WRITE: usize = 128 * 1024;
+
 enum Ev {
-    Frame(std::io::Result<Option<Bytes>>),
+    Frame(std::io::Result<Option<Incoming>>),
     Ready(Option<(u16, Fcall, Ticket)>),
 }
 
@@ -482,6 +510,19 @@ impl<F: Filesystem> ConnState<F> {
                 return;
             }
         };
+        self.request(msg, flen, rd, adm).await;
+    }
+
+    /// Handle one decoded message of `flen` bytes on the wire.
+    async fn request(
+        self: &Arc<Self>,
+        msg: Msg,
+        flen: usize,
+        rd: &mut FrameReader,
+        adm: &mut Admission<Fcall>,
+    ) {
+        let srv = &self.srv;
+        let tag = msg.tag;
         if srv.cfg.trace {
             eprintln!("<-{}- {}", self.id, msg);
         }
@@ -523,6 +564,135 @@ impl<F: Filesystem> ConnState<F> {
         if let Some((body, ticket)) = adm.offer(tag, msg.body, cost.min(u32::MAX as usize) as u32) {
             self.start(tag, body, ticket);
         }
+    }
+
+    /// A big `Twrite` whose data is still in the socket: splice it into the file
+    /// server's host file if it has one, else read it and go on as with any request.
+    /// Errors are only those of the connection.
+    async fn split_write(
+        self: &Arc<Self>,
+        head: Bytes,
+        have: Bytes,
+        rd: &mut FrameReader,
+        adm: &mut Admission<Fcall>,
+        pipe: &mut Option<Pipe>,
+    ) -> std::io::Result<()> {
+        let u32at = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let tag = u16::from_le_bytes([head[5], head[6]]);
+        let fid = u32at(7);
+        let offset = u64::from(u32at(11)) | (u64::from(u32at(15)) << 32);
+        let count = u32at(19) as usize;
+        let size = u32at(0) as usize;
+        self.srv.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if size < TWRITE_HEAD {
+            return Err(std::io::Error::other("impossible Twrite size"));
+        }
+        if count != size - TWRITE_HEAD {
+            rd.skip_payload().await?;
+            self.srv
+                .stats
+                .protocol_errors
+                .fetch_add(1, Ordering::Relaxed);
+            self.reply_now(
+                tag,
+                Fcall::Rerror {
+                    ename: format!(
+                        "bad 9P message: {}",
+                        fcall::ProtoError::SizeMismatch {
+                            declared: size as u32,
+                            actual: TWRITE_HEAD + count
+                        }
+                    ),
+                },
+            );
+            return Ok(());
+        }
+        let target = self.splice_target(tag, fid, adm);
+        let file = match target {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                // No host file: read the data and handle it as any other request.
+                let data = rd.read_payload(&have).await?;
+                let m = Msg::new(tag, Fcall::Twrite { fid, offset, data });
+                self.request(m, size, rd, adm).await;
+                return Ok(());
+            }
+            Err(e) => {
+                rd.skip_payload().await?;
+                self.reply_now(
+                    tag,
+                    Fcall::Rerror {
+                        ename: e.0.into_owned(),
+                    },
+                );
+                return Ok(());
+            }
+        };
+        if self.srv.cfg.trace {
+            eprintln!(
+                "<-{}- Twrite tag {tag} fid {fid} offset {offset} count {count} (spliced)",
+                self.id
+            );
+        }
+        // What came with the head is written as usual; the rest goes through the pipe.
+        use std::os::unix::fs::FileExt;
+        let mut res: std::io::Result<()> = file.write_all_at(&have, offset);
+        if pipe.is_none() {
+            *pipe = Some(Pipe::new()?);
+        }
+        let p = pipe
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no pipe"))?;
+        match rd
+            .splice_payload(p, &file, offset + have.len() as u64)
+            .await
+        {
+            Some(Ok(r)) => {
+                if res.is_ok() {
+                    res = r;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                // Not a socket after all: read the data and write it.
+                let data = rd.read_payload(&[]).await?;
+                if res.is_ok() {
+                    res = file.write_all_at(&data, offset + have.len() as u64);
+                }
+            }
+        }
+        let body = match res {
+            Ok(()) => Fcall::Rwrite {
+                count: count as u32,
+            },
+            Err(e) => Fcall::Rerror {
+                ename: Ename::from(e).0.into_owned(),
+            },
+        };
+        self.reply_now(tag, body);
+        Ok(())
+    }
+
+    /// Where a big write's data may go directly, after the checks any Twrite gets.
+    fn splice_target(
+        &self,
+        tag: u16,
+        fid: u32,
+        adm: &Admission<Fcall>,
+    ) -> Result<Option<Arc<std::fs::File>>, Ename> {
+        if self.msize.load(Ordering::Relaxed) == 0 {
+            return Err(err("version not negotiated"));
+        }
+        if adm.holds(tag) || lock(&self.pending).contains_key(&tag) {
+            return Err(err(errstr::EDUPTAG));
+        }
+        let e = self.get(fid)?;
+        match e.mode {
+            Some(m) if m & 3 == OWRITE || m & 3 == ORDWR => {}
+            Some(_) => return Err(err(errstr::EBADUSE)),
+            None => return Err(err(errstr::ENOTOPEN)),
+        }
+        Ok(self.srv.fs.write_file(&e.aux))
     }
 
     /// Run a request: at once, if it finishes without waiting (most do, and handing it

@@ -2,7 +2,7 @@
 //! without copying them, and a writer task that sends queued messages with vectored
 //! writes, batching whatever is queued into one system call.
 
-use crate::dial::{BoxRead, WriteHalf};
+use crate::dial::{ReadHalf, WriteHalf};
 use crate::fcall::{self, Msg, ProtoError};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 /// that gets the buffer back when the last piece of the frame is dropped, so that a
 /// steady stream of large messages does not ask the kernel for fresh pages each time.
 pub struct FrameReader {
-    rd: BoxRead,
+    rd: ReadHalf,
     buf: BytesMut,
     max: u32,
     pool: std::sync::Arc<Pool>,
@@ -25,6 +25,27 @@ pub struct FrameReader {
     /// the future, so that `next` is cancel-safe: servers select between reading and
     /// other work, and a dropped read must not lose half a message.
     big: Option<(Vec<u8>, usize)>,
+    /// Bytes of a big `Twrite`'s data still in the socket (see [`Incoming::Write`]).
+    left: usize,
+}
+
+/// The head of a `Twrite`: size, type, tag, fid, offset, count.
+pub const TWRITE_HEAD: usize = 23;
+
+/// What a server reads next: a whole frame, or the start of a big `Twrite` whose data
+/// is still (mostly) in the socket, to be moved straight into a file
+/// ([`FrameReader::splice_payload`]), read ([`FrameReader::read_payload`]) or skipped
+/// ([`FrameReader::skip_payload`]) before anything else is read.
+pub enum Incoming {
+    Frame(Bytes),
+    Write {
+        /// The 23 bytes of the head.
+        head: Bytes,
+        /// The data already read.
+        have: Bytes,
+        /// How much data is still to come.
+        left: usize,
+    },
 }
 
 /// How much to read at a time when no large frame is pending.
@@ -89,13 +110,14 @@ impl Drop for Pooled {
 }
 
 impl FrameReader {
-    pub fn new(rd: BoxRead, max: u32) -> FrameReader {
+    pub fn new(rd: ReadHalf, max: u32) -> FrameReader {
         FrameReader {
             rd,
             buf: BytesMut::with_capacity(READ_CHUNK),
             max,
             pool: std::sync::Arc::new(Pool::new(16)),
             big: None,
+            left: 0,
         }
     }
 
@@ -108,16 +130,43 @@ impl FrameReader {
     /// is impossible or above the limit is an `InvalidData` error: the stream cannot be
     /// resynchronised after it. Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        match self.next_incoming(usize::MAX).await? {
+            Some(Incoming::Frame(b)) => Ok(Some(b)),
+            Some(Incoming::Write { .. }) => Err(io::Error::other("unexpected split write")),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame, except that a `Twrite` of at least `split_min` bytes whose data
+    /// is not all here yet comes as [`Incoming::Write`]. Cancel-safe.
+    pub async fn next_incoming(&mut self, split_min: usize) -> io::Result<Option<Incoming>> {
+        if self.left > 0 {
+            return Err(io::Error::other("the data of a write is still unread"));
+        }
         loop {
             if self.big.is_some() {
-                return self.large().await.map(Some);
+                return self.large().await.map(|b| Some(Incoming::Frame(b)));
             }
             if let Some(size) = fcall::frame_len(&self.buf) {
                 fcall::check_frame_len(size, self.max)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 let size = size as usize;
+                if size >= split_min
+                    && self.buf.len() >= TWRITE_HEAD
+                    && self.buf.len() < size
+                    && self.buf[4] == fcall::mtype::TWRITE
+                {
+                    let head = self.buf.split_to(TWRITE_HEAD).freeze();
+                    let have = self.buf.split().freeze();
+                    self.left = size - TWRITE_HEAD - have.len();
+                    return Ok(Some(Incoming::Write {
+                        head,
+                        have,
+                        left: self.left,
+                    }));
+                }
                 if self.buf.len() >= size {
-                    return Ok(Some(self.buf.split_to(size).freeze()));
+                    return Ok(Some(Incoming::Frame(self.buf.split_to(size).freeze())));
                 }
                 if size >= LARGE_FRAME {
                     let mut b = self.pool.get(size);
@@ -142,6 +191,113 @@ impl FrameReader {
                 ));
             }
         }
+    }
+
+    /// Read the rest of a split write's data into one buffer with what came before.
+    pub async fn read_payload(&mut self, have: &[u8]) -> io::Result<Bytes> {
+        let mut b = self.pool.get(have.len() + self.left);
+        b.extend_from_slice(have);
+        let size = have.len() + self.left;
+        self.big = Some((b, size));
+        self.left = 0;
+        self.large().await
+    }
+
+    /// Read and drop the rest of a split write's data.
+    pub async fn skip_payload(&mut self) -> io::Result<()> {
+        let mut sink = [0u8; 16384];
+        while self.left > 0 {
+            let want = self.left.min(sink.len());
+            let n = self.rd.read(&mut sink[..want]).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message",
+                ));
+            }
+            self.left -= n;
+        }
+        Ok(())
+    }
+
+    /// Move the rest of a split write's data from the socket into `file` at `offset`
+    /// through `pipe`, without copying it through memory. On a failure to write the
+    /// file, the rest of the data is still consumed (the stream stays in frame) and the
+    /// error returned in the inner result; an error of the connection is the outer one.
+    /// `None` if the connection cannot splice (it is not a socket).
+    pub async fn splice_payload(
+        &mut self,
+        pipe: &Pipe,
+        file: &std::fs::File,
+        mut offset: u64,
+    ) -> Option<io::Result<io::Result<()>>> {
+        use std::os::fd::AsRawFd;
+        let mut failed: Option<io::Error> = None;
+        while self.left > 0 {
+            let want = self.left.min(pipe.capacity);
+            let n = match self.rd.splice_to_pipe(pipe.w.as_raw_fd(), want).await? {
+                Ok(0) => {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a message",
+                    )));
+                }
+                Ok(n) => n,
+                Err(e) => return Some(Err(e)),
+            };
+            self.left -= n;
+            // Empty the pipe into the file (or, after a failure, into nothing).
+            let mut inpipe = n;
+            while inpipe > 0 {
+                let moved = if failed.is_none() {
+                    let mut off = offset as libc::off_t;
+                    // SAFETY: splice from our pipe into the caller's file at an offset.
+                    let r = unsafe {
+                        libc::splice(
+                            pipe.r.as_raw_fd(),
+                            std::ptr::null_mut(),
+                            file.as_raw_fd(),
+                            &mut off,
+                            inpipe,
+                            libc::SPLICE_F_MOVE,
+                        )
+                    };
+                    if r <= 0 {
+                        let e = if r == 0 {
+                            io::Error::new(io::ErrorKind::WriteZero, "short write")
+                        } else {
+                            io::Error::last_os_error()
+                        };
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        failed = Some(e);
+                        continue;
+                    }
+                    offset += r as u64;
+                    r as usize
+                } else {
+                    let mut sink = [0u8; 16384];
+                    // SAFETY: reading from our own pipe into a local buffer.
+                    let r = unsafe {
+                        libc::read(
+                            pipe.r.as_raw_fd(),
+                            sink.as_mut_ptr().cast(),
+                            sink.len().min(inpipe),
+                        )
+                    };
+                    if r <= 0 {
+                        return Some(Err(io::Error::other("pipe lost data")));
+                    }
+                    r as usize
+                };
+                inpipe -= moved;
+            }
+        }
+        Some(Ok(match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }))
     }
 
     /// Read the rest of a large frame straight into its pooled buffer.
@@ -172,6 +328,34 @@ impl FrameReader {
             buf: b,
             pool: std::sync::Arc::clone(&self.pool),
         }))
+    }
+}
+
+/// A pipe for moving data from a socket into a file.
+pub struct Pipe {
+    r: std::os::fd::OwnedFd,
+    w: std::os::fd::OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    /// A pipe as large as the system allows us, up to 1 MiB.
+    pub fn new() -> io::Result<Pipe> {
+        use std::os::fd::AsRawFd;
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        // SAFETY: fcntl on our own pipe.
+        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        // SAFETY: as above.
+        let cap = if got > 0 {
+            got
+        } else {
+            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        };
+        Ok(Pipe {
+            r,
+            w,
+            capacity: if cap > 0 { cap as usize } else { 65536 },
+        })
     }
 }
 
@@ -517,7 +701,7 @@ mod tests {
         rt.block_on(async {
             let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
             let (r, _w) = a.into_split();
-            let mut fr = FrameReader::new(Box::new(r), crate::fcall::MAX_MSIZE);
+            let mut fr = FrameReader::new(ReadHalf::Unix(r), crate::fcall::MAX_MSIZE);
             let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
             let m = Msg::new(
                 7,

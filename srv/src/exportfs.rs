@@ -675,6 +675,13 @@ impl Filesystem for ExportFs {
         nix::unistd::unlinkat(parent.as_fd(), name, flag).map_err(ename_errno)
     }
 
+    fn write_file(&self, fid: &ExpFid) -> Option<Arc<File>> {
+        match &fid.open {
+            Some(o) if !o.slow && !self.readonly => Some(Arc::clone(&o.file)),
+            _ => None,
+        }
+    }
+
     async fn clunk(&self, c: &Caller, fid: &ExpFid) {
         if fid.open.as_ref().is_some_and(|o| o.rclose) {
             let _ = self.remove(c, fid).await;

@@ -286,7 +286,7 @@ impl<F: Filesystem> Server<F> {
                 Err(e) if is_transient_accept_error(&e) => {
                     // Out of descriptors or a connection reset before accept: wait a
                     // moment rather than spin or die.
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    pause(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -384,6 +384,12 @@ const SPLIT_WRITE: usize = 128 * 1024;
 enum Ev {
     Frame(std::io::Result<Option<Incoming>>),
     Ready(Option<(u16, Fcall, Ticket)>),
+}
+
+/// Wait a while without needing the runtime's timer (servers run without one: it costs
+/// a clock reading and a timer-wheel turn every time a worker parks).
+pub async fn pause(d: std::time::Duration) {
+    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
 }
 
 fn is_transient_accept_error(e: &std::io::Error) -> bool {

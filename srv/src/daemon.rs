@@ -133,10 +133,11 @@ fn is_pipe_or_socket(fd: i32) -> bool {
     t == libc::S_IFIFO || t == libc::S_IFSOCK
 }
 
-/// The runtime servers run on: one worker per core.
+/// The runtime servers run on: one worker per core, with I/O but no timer (see
+/// `lib9::server::pause`).
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+        .enable_io()
         .thread_name("9p")
         .build()
 }

@@ -45,7 +45,7 @@ impl Mux {
                         tokio::spawn(async move { me.serve_conn(conn).await });
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        lib9::server::pause(std::time::Duration::from_millis(20)).await;
                     }
                     Err(e) => return Err(e),
                 },

@@ -14,7 +14,7 @@ use crate::fcall::{
     self, Fcall, IOHDRSZ, MAXWELEM, Msg, NOFID, NOTAG, ProtoError, Qid, Stat, VERSION9P,
 };
 use crate::wire::{FrameReader, Outbox, Outgoing, spawn_writer};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -979,14 +979,4 @@ impl Drop for Fid {
             clunk_nowait(&self.client.inner, self.fid);
         }
     }
-}
-
-/// Read a buffer's worth of `Bytes` pieces into one buffer (a helper for callers that
-/// want contiguous data).
-pub fn concat(pieces: &[Bytes]) -> Bytes {
-    let mut b = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
-    for p in pieces {
-        b.extend_from_slice(p);
-    }
-    b.freeze()
 }

@@ -60,7 +60,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(max_bufs: usize) -> Pool {
+    pub fn new(max_bufs: usize) -> Pool {
         Pool {
             free: std::sync::Mutex::new(Vec::new()),
             max_bufs,
@@ -68,7 +68,7 @@ impl Pool {
     }
 
     /// An empty buffer with room for at least `n` bytes.
-    fn get(&self, n: usize) -> Vec<u8> {
+    pub fn get(&self, n: usize) -> Vec<u8> {
         let mut f = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = f
             .iter()
@@ -89,6 +89,14 @@ impl Pool {
             f.push(b);
         }
     }
+}
+
+/// Hand out `b` as `Bytes` that go back to `pool` when the last of them is dropped.
+pub fn pooled(b: Vec<u8>, pool: &std::sync::Arc<Pool>) -> Bytes {
+    Bytes::from_owner(Pooled {
+        buf: b,
+        pool: std::sync::Arc::clone(pool),
+    })
 }
 
 /// A frame's own buffer, returned to its pool when the frame's last `Bytes` goes.

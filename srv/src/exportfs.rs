@@ -12,10 +12,11 @@
 //! cache or close to it); pipes, devices and sockets, which may block for ever, are
 //! opened, read and written on the blocking thread pool, where a flush abandons them.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lib9::errstr::{self, Ename};
 use lib9::fcall::{DMDIR, OEXEC, ORCLOSE, ORDWR, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat};
 use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked, check_wstat_fixed};
+use lib9::wire::{Pool, pooled};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use std::collections::HashMap;
@@ -32,6 +33,8 @@ const SENDFILE_MIN: u32 = 32 * 1024;
 /// The exported tree.
 pub struct ExportFs {
     root: OwnedFd,
+    /// Buffers for reads.
+    pool: Arc<Pool>,
     readonly: bool,
     devs: Mutex<HashMap<u64, u64>>,
     users: Mutex<HashMap<u32, String>>,
@@ -99,6 +102,7 @@ impl ExportFs {
         .map_err(std::io::Error::from)?;
         Ok(ExportFs {
             root,
+            pool: Arc::new(Pool::new(64)),
             readonly,
             devs: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
@@ -298,13 +302,14 @@ fn may_exec(fd: &OwnedFd) -> bool {
     r == 0
 }
 
-/// pread into a fresh buffer of at most `count` bytes.
-fn pread(f: &File, offset: u64, count: usize, seekable: bool) -> FsResult<Bytes> {
-    let mut b = BytesMut::with_capacity(count);
+/// pread (read, for what cannot seek) of at most `count` bytes into a buffer from
+/// `pool`, which gets it back when the reply has been sent.
+fn pread(f: &File, offset: u64, count: usize, seekable: bool, pool: &Arc<Pool>) -> FsResult<Bytes> {
+    let mut b = pool.get(count);
     loop {
         let spare = b.spare_capacity_mut();
-        // SAFETY: reading into the buffer's spare capacity, at most its length; the
-        // kernel initialises the bytes it reports.
+        // SAFETY: reading into the buffer's spare capacity, at most `count` bytes (the
+        // buffer has room for them); the kernel initialises the bytes it reports.
         let n = unsafe {
             if seekable {
                 libc::pread(
@@ -326,7 +331,7 @@ fn pread(f: &File, offset: u64, count: usize, seekable: bool) -> FsResult<Bytes>
         }
         // SAFETY: the kernel wrote n bytes.
         unsafe { b.set_len(n as usize) };
-        return Ok(b.freeze());
+        return Ok(pooled(b, pool));
     }
 }
 
@@ -497,13 +502,16 @@ impl Filesystem for ExportFs {
         };
         if o.slow {
             let f = Arc::clone(&o.file);
-            return tokio::task::spawn_blocking(move || pread(&f, offset, count as usize, false))
-                .await
-                .map_err(|_| Ename::from(errstr::EINTR))?
-                .map(Data::from);
+            let pool = Arc::clone(&self.pool);
+            return tokio::task::spawn_blocking(move || {
+                pread(&f, offset, count as usize, false, &pool)
+            })
+            .await
+            .map_err(|_| Ename::from(errstr::EINTR))?
+            .map(Data::from);
         }
         if count < SENDFILE_MIN {
-            return pread(&o.file, offset, count as usize, true).map(Data::from);
+            return pread(&o.file, offset, count as usize, true, &self.pool).map(Data::from);
         }
         // Large reads of a regular file go from the page cache to the socket.
         let size = nix::sys::stat::fstat(o.file.as_fd())

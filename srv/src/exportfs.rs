@@ -33,6 +33,9 @@ const SENDFILE_MIN: u32 = 32 * 1024;
 /// The exported tree.
 pub struct ExportFs {
     root: OwnedFd,
+    /// O_PATH descriptors held by fids, and how many may be.
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    max_held: usize,
     /// Buffers for reads.
     pool: Arc<Pool>,
     readonly: bool,
@@ -45,6 +48,23 @@ pub struct ExportFs {
 pub struct ExpFid {
     names: Vec<String>,
     open: Option<OpenFile>,
+    /// The file the fid was walked to, held (as an O_PATH descriptor) so that a stat
+    /// needs one system call, not a resolution of the path; absent when too many are
+    /// held already.
+    node: Option<Arc<Held>>,
+}
+
+/// A held O_PATH descriptor, counted against the server's budget of them.
+struct Held {
+    fd: OwnedFd,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.count
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 struct OpenFile {
@@ -100,8 +120,13 @@ impl ExportFs {
             Mode::empty(),
         )
         .map_err(std::io::Error::from)?;
+        // Fids hold descriptors: use what the system allows, and keep half of it for
+        // open files and connections.
+        let lim = raise_nofile();
         Ok(ExportFs {
             root,
+            held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_held: (lim / 2).saturating_sub(64),
             pool: Arc::new(Pool::new(64)),
             readonly,
             devs: Mutex::new(HashMap::new()),
@@ -197,6 +222,19 @@ impl ExportFs {
         Ok(self.to_stat(names.last().map_or("/", String::as_str), &st))
     }
 
+    /// Keep `fd` for a fid, if the budget allows.
+    fn hold(&self, fd: OwnedFd) -> Option<Arc<Held>> {
+        use std::sync::atomic::Ordering;
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.max_held {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Arc::new(Held {
+            fd,
+            count: Arc::clone(&self.held),
+        }))
+    }
+
     fn check_writable(&self) -> FsResult<()> {
         if self.readonly {
             return Err(readonly());
@@ -210,6 +248,21 @@ impl ExportFs {
             return Err(Ename::from(errstr::EPERM));
         };
         Ok((self.opath(dir)?, last.as_str()))
+    }
+}
+
+/// Raise the soft limit on open files to the hard one; returns the limit in force.
+fn raise_nofile() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard as usize
+            } else {
+                soft as usize
+            }
+        }
+        Err(_) => 1024,
     }
 }
 
@@ -354,16 +407,27 @@ impl Filesystem for ExportFs {
         if names.iter().any(|n| n == "..") {
             return Err(Ename::from(errstr::EOUTSIDE));
         }
-        let st = self.stat_names(&names)?;
-        if st.qid.ty & QTDIR == 0 {
+        let fd = self.opath(&names)?;
+        let raw = nix::sys::stat::fstat(&fd).map_err(ename_errno)?;
+        let qid = self.qid_of(&raw);
+        if qid.ty & QTDIR == 0 {
             return Err(Ename::from(errstr::ENOTDIR));
         }
-        Ok((ExpFid { names, open: None }, st.qid))
+        let node = self.hold(fd);
+        Ok((
+            ExpFid {
+                names,
+                open: None,
+                node,
+            },
+            qid,
+        ))
     }
 
     async fn walk(&self, _c: &Caller, fid: &ExpFid, wnames: &[String]) -> FsResult<Walked<ExpFid>> {
         let mut names = fid.names.clone();
         let mut qids = Vec::with_capacity(wnames.len());
+        let mut node = fid.node.clone();
         for (i, w) in wnames.iter().enumerate() {
             let mut next = names.clone();
             if w == ".." {
@@ -371,11 +435,15 @@ impl Filesystem for ExportFs {
             } else {
                 next.push(w.clone());
             }
-            let r = self
-                .opath(&next)
-                .and_then(|fd| nix::sys::stat::fstat(&fd).map_err(ename_errno));
+            let r = self.opath(&next).and_then(|fd| {
+                let st = nix::sys::stat::fstat(&fd).map_err(ename_errno)?;
+                Ok((fd, st))
+            });
             match r {
-                Ok(st) => {
+                Ok((fd, st)) => {
+                    if i + 1 == wnames.len() {
+                        node = self.hold(fd);
+                    }
                     let q = self.qid_of(&st);
                     if i + 1 < wnames.len() && q.ty & QTDIR == 0 {
                         // The next name would be looked up in a file.
@@ -391,7 +459,11 @@ impl Filesystem for ExportFs {
         }
         Ok(Walked {
             qids,
-            fid: Some(ExpFid { names, open: None }),
+            fid: Some(ExpFid {
+                names,
+                open: None,
+                node,
+            }),
         })
     }
 
@@ -435,6 +507,7 @@ impl Filesystem for ExportFs {
         Ok(Opened {
             fid: ExpFid {
                 names: fid.names.clone(),
+                node: None,
                 open: Some(OpenFile {
                     file: Arc::new(File::from(fd)),
                     slow,
@@ -485,6 +558,7 @@ impl Filesystem for ExportFs {
         Ok(Opened {
             fid: ExpFid {
                 names,
+                node: None,
                 open: Some(OpenFile {
                     file: Arc::new(File::from(fd)),
                     slow: false,
@@ -595,9 +669,14 @@ impl Filesystem for ExportFs {
     }
 
     async fn stat(&self, _c: &Caller, fid: &ExpFid) -> FsResult<Stat> {
+        let name = fid.names.last().map_or("/", String::as_str);
         if let Some(o) = &fid.open {
             let st = nix::sys::stat::fstat(o.file.as_fd()).map_err(ename_errno)?;
-            return Ok(self.to_stat(fid.names.last().map_or("/", String::as_str), &st));
+            return Ok(self.to_stat(name, &st));
+        }
+        if let Some(h) = &fid.node {
+            let st = nix::sys::stat::fstat(&h.fd).map_err(ename_errno)?;
+            return Ok(self.to_stat(name, &st));
         }
         self.stat_names(&fid.names)
     }

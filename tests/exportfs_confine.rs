@@ -181,3 +181,33 @@ fn read_only_export_refuses_changes() {
         assert!(!root.join("new").exists());
     });
 }
+
+/// Files of pseudo file systems say one size and hold another (proc says 0, sys says a
+/// page): they are read as they are, not by their stat.
+#[test]
+fn pseudo_files_read_as_they_are() {
+    let ns = Ns::new();
+    let _p = start_posted(&ns, EXPORTFS, "proc", &["-R", "/proc"]);
+    let o = ns.ninep(&["read", "proc/version"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::fs::read("/proc/version").expect("read /proc/version");
+    assert_eq!(o.stdout, want);
+    // A large read (one message of up to 1 MiB) of a file whose stat says 0.
+    let o = ns.ninep(&["read", "proc/self/mountinfo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stdout.len() > 10 && !o.stdout.contains(&0),
+        "mountinfo: {:?}",
+        o.stdout.len()
+    );
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        let _s = start_posted(&ns, EXPORTFS, "sys", &["-R", "/sys"]);
+        let o = ns.ninep(
+            &["read", "sys/kernel/mm/transparent_hugepage/enabled"],
+            None,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want = std::fs::read("/sys/kernel/mm/transparent_hugepage/enabled").expect("sysfs");
+        assert_eq!(o.stdout, want, "sysfs file padded or cut");
+    }
+}

@@ -156,6 +156,15 @@ impl Fid {
     }
 }
 
+impl std::fmt::Debug for Fid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.f {
+            Some(fid) => fid.fmt(f),
+            None => f.write_str("Fid(clunked)"),
+        }
+    }
+}
+
 impl Drop for Fid {
     fn drop(&mut self) {
         if let Some(f) = self.f.take() {

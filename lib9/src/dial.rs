@@ -147,7 +147,8 @@ pub enum WriteHalf {
 
 impl WriteHalf {
     /// Send up to `len` bytes of `file` from `offset`; returns how many went (0 at the
-    /// end of the file). Sockets use sendfile(2); anything else reads and writes.
+    /// end of the file). Sockets use sendfile(2); anything else, or a file sendfile
+    /// cannot take, is read and written.
     pub async fn send_file(
         &mut self,
         file: &std::fs::File,
@@ -164,28 +165,35 @@ impl WriteHalf {
                         sendfile(s.as_raw_fd(), file, offset, len)
                     }) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        r => return r,
+                        r => break r,
                     }
                 }
             }};
         }
-        match self {
+        let sent = match self {
             WriteHalf::Unix(w) => on_socket!(AsRef::<tokio::net::UnixStream>::as_ref(w)),
             WriteHalf::Tcp(w) => on_socket!(AsRef::<tokio::net::TcpStream>::as_ref(w)),
-            WriteHalf::Other(w) => {
-                use std::os::unix::fs::FileExt;
-                use tokio::io::AsyncWriteExt;
-                let mut buf = vec![0u8; len.min(1 << 20)];
-                let n = loop {
-                    match file.read_at(&mut buf, offset) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        r => break r?,
-                    }
-                };
-                w.write_all(&buf[..n]).await?;
-                Ok(n)
-            }
+            WriteHalf::Other(_) => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        match sent {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) => {}
+            r => return r,
         }
+        use std::os::unix::fs::FileExt;
+        use tokio::io::AsyncWriteExt;
+        let mut buf = vec![0u8; len.min(1 << 20)];
+        let n = loop {
+            match file.read_at(&mut buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.write_all(&buf[..n]).await?;
+        Ok(n)
     }
 }
 

@@ -506,6 +506,8 @@ async fn writer_loop(
 static ZEROS: [u8; 8192] = [0; 8192];
 
 async fn write_all_pieces(w: &mut WriteHalf, pieces: &mut VecDeque<Piece>) -> io::Result<()> {
+    // After an EFAULT, write one piece at a time to find the one that cannot be read.
+    let mut one_by_one = false;
     while let Some(front) = pieces.front_mut() {
         if let Piece::File { file, offset, len } = front {
             let n = w.send_file(file, *offset, *len).await?;
@@ -523,17 +525,33 @@ async fn write_all_pieces(w: &mut WriteHalf, pieces: &mut VecDeque<Piece>) -> io
             }
             continue;
         }
-        let n = {
+        let r = {
             let mut slices = [IoSlice::new(&[]); 64];
             let mut k = 0;
-            for p in pieces.iter().take(64) {
+            for p in pieces.iter().take(if one_by_one { 1 } else { 64 }) {
                 match p {
                     Piece::Mem(b) => slices[k] = IoSlice::new(b),
                     Piece::File { .. } => break,
                 }
                 k += 1;
             }
-            w.write_vectored(&slices[..k]).await?
+            w.write_vectored(&slices[..k]).await
+        };
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                // Some piece is memory that can no longer be read: a mapped file that
+                // shrank. Found, it goes as zeros, so that its message keeps the length
+                // its head announced.
+                if one_by_one {
+                    if let Some(Piece::Mem(b)) = pieces.front_mut() {
+                        *b = Bytes::from(vec![0u8; b.len()]);
+                    }
+                }
+                one_by_one = true;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         if n == 0 {
             return Err(io::Error::new(
@@ -699,6 +717,76 @@ mod tests {
     use super::*;
     use crate::fcall::{Fcall, Msg};
     use tokio::io::AsyncWriteExt;
+
+    /// Memory the kernel cannot read (as a mapped file that shrank becomes) is sent as
+    /// zeros of the same length, and the stream stays in frame.
+    #[test]
+    fn unreadable_data_goes_as_zeros() {
+        struct Unreadable {
+            base: *mut libc::c_void,
+            len: usize,
+        }
+        // SAFETY: owned by this value alone.
+        unsafe impl Send for Unreadable {}
+        impl AsRef<[u8]> for Unreadable {
+            fn as_ref(&self) -> &[u8] {
+                // SAFETY: a live mapping, only ever handed to the kernel, as the
+                // exportfs mappings are.
+                unsafe { std::slice::from_raw_parts(self.base.cast(), self.len) }
+            }
+        }
+        impl Drop for Unreadable {
+            fn drop(&mut self) {
+                // SAFETY: unmapping what mmap gave.
+                unsafe { libc::munmap(self.base, self.len) };
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let len = 3 * 4096;
+            // SAFETY: a fresh anonymous mapping nobody may read.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED);
+            let bad = Bytes::from_owner(Unreadable { base, len });
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            let (_r, w) = a.into_split();
+            let (br, _bw) = b.into_split();
+            let (out, _h) = spawn_writer(WriteHalf::Unix(w));
+            let m = Msg::new(9, Fcall::Rread { data: bad });
+            out.send(Outgoing::encode(&m).unwrap());
+            let after = Msg::new(10, Fcall::Rclunk);
+            out.send(Outgoing::encode(&after).unwrap());
+            let mut fr = FrameReader::new(ReadHalf::Unix(br), crate::fcall::MAX_MSIZE);
+            let got =
+                crate::fcall::decode(fr.next().await.unwrap().unwrap(), crate::fcall::MAX_MSIZE)
+                    .unwrap();
+            assert_eq!(
+                got,
+                Msg::new(
+                    9,
+                    Fcall::Rread {
+                        data: Bytes::from(vec![0u8; len])
+                    }
+                )
+            );
+            let got =
+                crate::fcall::decode(fr.next().await.unwrap().unwrap(), crate::fcall::MAX_MSIZE)
+                    .unwrap();
+            assert_eq!(got, after);
+        });
+    }
 
     #[test]
     fn next_is_cancel_safe_in_the_middle_of_a_large_frame() {

@@ -71,7 +71,39 @@ struct OpenFile {
     file: Arc<File>,
     /// Not a regular file or directory: I/O may block.
     slow: bool,
+    /// A regular file of a storage file system, whose size can be trusted: large reads
+    /// are mapped (or sent with sendfile), large writes spliced.
+    direct: bool,
     rclose: bool,
+}
+
+/// Whether a file is on a file system that stores data, where the size stat gives is
+/// the size of the data. Pseudo file systems (proc, sys, FUSE, ...) make files up as
+/// they are read, so they are read with plain reads.
+fn on_storage(f: &File) -> bool {
+    // SAFETY: fstatfs fills the struct we pass.
+    let mut sf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on a descriptor we hold.
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut sf) } != 0 {
+        return false;
+    }
+    const PSEUDO: &[i64] = &[
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0x7363_6673, // securityfs
+        0x6165_676c, // pstore
+        0x6265_6570, // configfs
+        0xcafe_4a11, // bpf
+        0x6573_5543, // fusectl
+        0x6573_5546, // fuse
+        0xde5e_81e4, // efivarfs
+        0xf97c_ff8c, // selinuxfs
+    ];
+    !PSEUDO.contains(&(sf.f_type as i64))
 }
 
 /// How to open beneath the root. openat2 is strict: O_PATH takes no other access
@@ -355,6 +387,64 @@ fn may_exec(fd: &OwnedFd) -> bool {
     r == 0
 }
 
+/// A read-only shared mapping of part of a file, unmapped when dropped.
+struct Mapping {
+    base: *mut libc::c_void,
+    maplen: usize,
+    skip: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone.
+unsafe impl Send for Mapping {}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: [base+skip, base+skip+len) lies inside the live mapping. The bytes are
+        // only ever handed to the kernel (a socket write), never read in this process: if
+        // the file shrinks meanwhile, the kernel reports EFAULT (the writer then sends
+        // zeros in their place) rather than raising SIGBUS here.
+        unsafe { std::slice::from_raw_parts(self.base.cast::<u8>().add(self.skip), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what mmap gave us.
+        unsafe { libc::munmap(self.base, self.maplen) };
+    }
+}
+
+/// Map `len` bytes of `f` at `offset`, populated, as bytes that go to the socket without
+/// a copy in this process; `None` if the file cannot be mapped.
+fn mapped(f: &File, offset: u64, len: usize) -> Option<Bytes> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let start = offset - offset % page;
+    let skip = (offset - start) as usize;
+    let maplen = skip + len;
+    // SAFETY: a fresh read-only shared mapping of a file we hold open.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            maplen,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            f.as_raw_fd(),
+            start as libc::off_t,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
+    }
+    Some(Bytes::from_owner(Mapping {
+        base,
+        maplen,
+        skip,
+        len,
+    }))
+}
+
 /// pread (read, for what cannot seek) of at most `count` bytes into a buffer from
 /// `pool`, which gets it back when the reply has been sent.
 fn pread(f: &File, offset: u64, count: usize, seekable: bool, pool: &Arc<Pool>) -> FsResult<Bytes> {
@@ -504,13 +594,16 @@ impl Filesystem for ExportFs {
             self.openat(&p, flags, 0)?
         };
         let st2 = nix::sys::stat::fstat(&fd).map_err(ename_errno)?;
+        let file = File::from(fd);
+        let direct = !slow && !is_dir && on_storage(&file);
         Ok(Opened {
             fid: ExpFid {
                 names: fid.names.clone(),
                 node: None,
                 open: Some(OpenFile {
-                    file: Arc::new(File::from(fd)),
+                    file: Arc::new(file),
                     slow,
+                    direct,
                     rclose: mode & ORCLOSE != 0,
                 }),
             },
@@ -555,13 +648,16 @@ impl Filesystem for ExportFs {
         // SAFETY: fchmod on a descriptor we own.
         errno_result(unsafe { libc::fchmod(fd.as_raw_fd(), bits as libc::mode_t) })?;
         let st = nix::sys::stat::fstat(&fd).map_err(ename_errno)?;
+        let file = File::from(fd);
+        let direct = !is_dir && on_storage(&file);
         Ok(Opened {
             fid: ExpFid {
                 names,
                 node: None,
                 open: Some(OpenFile {
-                    file: Arc::new(File::from(fd)),
+                    file: Arc::new(file),
                     slow: false,
+                    direct,
                     rclose: mode & ORCLOSE != 0,
                 }),
             },
@@ -584,19 +680,29 @@ impl Filesystem for ExportFs {
             .map_err(|_| Ename::from(errstr::EINTR))?
             .map(Data::from);
         }
-        if count < SENDFILE_MIN {
+        if count < SENDFILE_MIN || !o.direct {
             return pread(&o.file, offset, count as usize, true, &self.pool).map(Data::from);
         }
         // Large reads of a regular file go from the page cache to the socket.
         let size = nix::sys::stat::fstat(o.file.as_fd())
             .map_err(ename_errno)?
             .st_size as u64;
-        let len = size.saturating_sub(offset).min(count as u64) as u32;
-        Ok(Data::File {
-            file: Arc::clone(&o.file),
-            offset,
-            len,
-        })
+        let len = size.saturating_sub(offset).min(count as u64) as usize;
+        if len == 0 {
+            // At or past the end, as far as the size says: a plain read is the truth.
+            return pread(&o.file, offset, count as usize, true, &self.pool).map(Data::from);
+        }
+        // Mapped, the data is copied once, by the kernel, from the page cache into the
+        // socket, as a write from memory would be; sendfile, the fallback, makes the
+        // reader copy from page-cache pages one by one, which measured half as fast.
+        match mapped(&o.file, offset, len) {
+            Some(b) => Ok(Data::Bytes(b)),
+            None => Ok(Data::File {
+                file: Arc::clone(&o.file),
+                offset,
+                len: len as u32,
+            }),
+        }
     }
 
     async fn readdir(&self, _c: &Caller, fid: &ExpFid) -> FsResult<Vec<Stat>> {
@@ -764,7 +870,7 @@ impl Filesystem for ExportFs {
 
     fn write_file(&self, fid: &ExpFid) -> Option<Arc<File>> {
         match &fid.open {
-            Some(o) if !o.slow && !self.readonly => Some(Arc::clone(&o.file)),
+            Some(o) if o.direct && !self.readonly => Some(Arc::clone(&o.file)),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use crate::glob;
 use crate::lex::{GLOB, RedirKind, unglob};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -46,7 +46,7 @@ pub struct Flags {
     /// `-n`: parse, but run nothing (scripts and `-c`; rcmain still runs).
     pub n: bool,
     /// Letters set with `flag x +` that rc itself does not use.
-    pub other: std::collections::HashSet<char>,
+    pub other: FxHashSet<char>,
 }
 
 /// The shell's state.
@@ -84,7 +84,7 @@ pub struct Shell {
     pub no_e: u32,
     /// After `rfork E`: variables (and `fn#name`s) left out of the environment
     /// until they are set again.
-    pub unexported: std::collections::HashSet<String>,
+    pub unexported: FxHashSet<String>,
     pub ui: Option<std::rc::Rc<std::cell::RefCell<crate::interactive::UiState>>>,
     /// `sigexit` already ran.
     exiting: bool,
@@ -175,13 +175,13 @@ fn mark_plain(s: &str) -> String {
 impl Shell {
     pub fn new(argv0: &str) -> Shell {
         Shell {
-            vars: HashMap::new(),
-            fns: HashMap::new(),
+            vars: HashMap::default(),
+            fns: HashMap::default(),
             flags: Flags::default(),
             argv0: argv0.to_string(),
             interactive: false,
             iflast: false,
-            reaped: HashMap::new(),
+            reaped: HashMap::default(),
             background: Vec::new(),
             pipefds: Vec::new(),
             in_child: false,
@@ -191,7 +191,7 @@ impl Shell {
             srcname: String::new(),
             ui: None,
             no_e: 0,
-            unexported: std::collections::HashSet::new(),
+            unexported: FxHashSet::default(),
             exiting: false,
             herectr: 0,
         }
@@ -518,16 +518,19 @@ impl Shell {
     }
 
     /// The name a `$` refers to: one word.
-    fn name_of(&mut self, w: &Word) -> Result<String, Unwind> {
+    fn name_of<'a>(&mut self, w: &'a Word) -> Result<std::borrow::Cow<'a, str>, Unwind> {
         if let Word::Lit { text, .. } = w {
-            return Ok(unglob(text));
+            if !text.contains(GLOB) {
+                return Ok(std::borrow::Cow::Borrowed(text));
+            }
+            return Ok(std::borrow::Cow::Owned(unglob(text)));
         }
         let mut v = Vec::new();
         self.expand(w, &mut v)?;
         if v.len() != 1 {
             self.fail("variable name not singleton!")?;
         }
-        Ok(unglob(&v[0]))
+        Ok(std::borrow::Cow::Owned(unglob(&v[0])))
     }
 
     /// Expand words, globbing the results: arguments of commands, `for` lists, values.
@@ -566,7 +569,21 @@ impl Shell {
     // ----- running -----
 
     /// Set `$status`.
-    pub fn set_status(&mut self, s: impl Into<String>) {
+    pub fn set_status(&mut self, s: impl Into<String> + AsRef<str>) {
+        // Statuses change after nearly every command: reuse the binding's storage.
+        if let Some(top) = self.vars.get_mut("status").and_then(|st| st.last_mut()) {
+            if top.len() == 1 {
+                if top[0] != s.as_ref() {
+                    top[0].clear();
+                    top[0].push_str(s.as_ref());
+                    self.env_cache = None;
+                }
+                if !self.unexported.is_empty() {
+                    self.unexported.remove("status");
+                }
+                return;
+            }
+        }
         self.set("status", vec![s.into()]);
     }
 

@@ -7,116 +7,128 @@
 
 use crate::lex::GLOB;
 
-/// One element of a compiled pattern.
-#[derive(Debug, Clone, PartialEq)]
-enum P {
-    Char(char),
-    Any,
-    Star,
-    Class {
-        neg: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-/// Compile a marked pattern; `None` if it can never match (a class with no closing
-/// `]`, or a range with no end, as in plan9port).
-fn compile(pat: &str) -> Option<Vec<P>> {
-    let cs: Vec<char> = pat.chars().collect();
-    let mut out = Vec::with_capacity(cs.len());
-    let mut i = 0;
-    while i < cs.len() {
-        if cs[i] != GLOB {
-            out.push(P::Char(cs[i]));
-            i += 1;
-            continue;
-        }
-        let Some(&c) = cs.get(i + 1) else {
-            // A mark at the very end stands for nothing.
-            break;
-        };
-        i += 2;
-        match c {
-            '*' => {
-                if out.last() != Some(&P::Star) {
-                    out.push(P::Star);
-                }
-            }
-            '?' => out.push(P::Any),
-            '[' => {
-                // The class runs to the first `]`; `lo-hi` is a range (either way
-                // round), `~` first complements it.
-                let neg = cs.get(i) == Some(&'~');
-                if neg {
-                    i += 1;
-                }
-                let mut ranges = Vec::new();
-                loop {
-                    let lo = *cs.get(i)?;
-                    if lo == ']' {
-                        i += 1;
-                        break;
-                    }
-                    i += 1;
-                    let mut hi = lo;
-                    if cs.get(i) == Some(&'-') {
-                        hi = *cs.get(i + 1)?;
-                        i += 2;
-                    }
-                    ranges.push((lo.min(hi), lo.max(hi)));
-                }
-                out.push(P::Class { neg, ranges });
-            }
-            // A marked mark, or any other marked character, is itself.
-            c => out.push(P::Char(c)),
-        }
-    }
-    Some(out)
-}
-
-fn matches(p: &[P], s: &[char]) -> bool {
-    // Iterative matching with backtracking to the last star.
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        let ok = match p.get(pi) {
-            Some(P::Char(c)) => *c == s[si],
-            Some(P::Any) => true,
-            Some(P::Class { neg, ranges }) => {
-                let inside = ranges.iter().any(|(lo, hi)| *lo <= s[si] && s[si] <= *hi);
-                inside != *neg
-            }
-            Some(P::Star) => {
-                star = Some((pi, si));
-                pi += 1;
-                continue;
-            }
-            None => false,
-        };
-        if ok {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|x| *x == P::Star)
-}
-
 /// Whether `s` matches the marked pattern `pat`.
 pub fn pmatch(pat: &str, s: &str) -> bool {
     if !pat.contains(GLOB) {
         return pat == s;
     }
-    let Some(p) = compile(pat) else {
-        return false;
+    match_direct(pat, s)
+}
+
+/// One element of a marked pattern, read in place.
+enum E {
+    Char(char),
+    Any,
+    Star,
+    /// A class: its body (after `[` and any `~`, before the closing `]`) and whether
+    /// it is complemented.
+    Class(usize, usize, bool),
+    /// A class with no end: the pattern matches nothing.
+    Bad,
+}
+
+/// The element of `p` at byte `i`, and where the next one starts.
+fn elem(p: &str, i: usize) -> Option<(E, usize)> {
+    let mut it = p[i..].chars();
+    let c = it.next()?;
+    if c != GLOB {
+        return Some((E::Char(c), i + c.len_utf8()));
+    }
+    let Some(m) = it.next() else {
+        // A mark at the very end stands for nothing.
+        return None;
     };
-    let sc: Vec<char> = s.chars().collect();
-    matches(&p, &sc)
+    let j = i + GLOB.len_utf8() + m.len_utf8();
+    Some(match m {
+        '*' => (E::Star, j),
+        '?' => (E::Any, j),
+        '[' => {
+            let neg = p[j..].starts_with('~');
+            let start = if neg { j + 1 } else { j };
+            // The class runs to the first `]` that is not the end of a range.
+            let mut k = start;
+            let mut chars = p[start..].chars();
+            loop {
+                let Some(lo) = chars.next() else {
+                    return Some((E::Bad, p.len()));
+                };
+                if lo == ']' {
+                    return Some((E::Class(start, k, neg), k + 1));
+                }
+                k += lo.len_utf8();
+                if p[k..].starts_with('-') {
+                    chars.next();
+                    k += 1;
+                    let Some(hi) = chars.next() else {
+                        return Some((E::Bad, p.len()));
+                    };
+                    k += hi.len_utf8();
+                }
+            }
+        }
+        x => (E::Char(x), j),
+    })
+}
+
+/// Whether `c` is in the class body `b` (ranges either way round).
+fn class_has(b: &str, c: char) -> bool {
+    let mut it = b.chars().peekable();
+    while let Some(lo) = it.next() {
+        let mut hi = lo;
+        if it.peek() == Some(&'-') {
+            it.next();
+            hi = it.next().unwrap_or(lo);
+        }
+        if lo.min(hi) <= c && c <= lo.max(hi) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Match without building anything: the pattern is read as it is matched, and a
+/// mismatch goes back to just after the last `*`, which then takes one more character.
+fn match_direct(p: &str, s: &str) -> bool {
+    let (mut pi, mut si) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        let here = s[si..].chars().next();
+        let step = match elem(p, pi) {
+            Some((E::Star, np)) => {
+                star = Some((np, si));
+                pi = np;
+                continue;
+            }
+            Some((E::Bad, _)) => return false,
+            None => {
+                if here.is_none() {
+                    return true;
+                }
+                None
+            }
+            Some((e, np)) => match (e, here) {
+                (E::Char(x), Some(c)) if x == c => Some((np, c)),
+                (E::Any, Some(c)) => Some((np, c)),
+                (E::Class(a, b, neg), Some(c)) if class_has(&p[a..b], c) != neg => Some((np, c)),
+                _ => None,
+            },
+        };
+        match step {
+            Some((np, c)) => {
+                pi = np;
+                si += c.len_utf8();
+            }
+            None => {
+                let Some((sp, ss)) = star else { return false };
+                let Some(c) = s[ss..].chars().next() else {
+                    return false;
+                };
+                star = Some((sp, ss + c.len_utf8()));
+                pi = sp;
+                si = ss + c.len_utf8();
+            }
+        }
+    }
 }
 
 /// Whether a marked word has active pattern characters.
@@ -172,10 +184,6 @@ pub fn glob(pat: &str) -> Vec<String> {
                 }
             }
         } else {
-            let Some(p) = compile(comp) else {
-                results.clear();
-                break;
-            };
             for r in &results {
                 let dir = if r.is_empty() { "." } else { r.as_str() };
                 let Ok(rd) = std::fs::read_dir(dir) else {
@@ -187,8 +195,7 @@ pub fn glob(pat: &str) -> Vec<String> {
                     .collect();
                 names.sort();
                 for n in names {
-                    let nc: Vec<char> = n.chars().collect();
-                    if matches(&p, &nc) {
+                    if match_direct(comp, &n) {
                         let cand = format!("{r}{n}");
                         if last {
                             next.push(cand);

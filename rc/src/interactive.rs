@@ -170,6 +170,9 @@ impl TermSource {
             .auto_add_history(false)
             .build();
         let mut ed = Editor::with_config(cfg).ok()?;
+        // rustyline puts a handler of its own on SIGINT; rc's must stay, so that an
+        // interrupt during a command reaches rc (at the prompt, ^C is a key anyway).
+        crate::catch(libc::SIGINT);
         ed.set_helper(Some(RcHelper { ui: Rc::clone(&ui) }));
         Some(TermSource {
             ed,
@@ -319,29 +322,17 @@ impl Completer for RcHelper {
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
-        let start = before.rfind(is_break).map_or(0, |i| {
-            i + before[i..].chars().next().map_or(1, char::len_utf8)
-        });
-        let word = &before[start..];
-        let (start, word) = match word.strip_prefix('\'') {
-            Some(w) => (start, w.trim_end_matches('\'')),
-            None => (start, word),
-        };
-        let prev = before[..start].trim_end_matches([' ', '\t']).chars().last();
-        let command_pos = matches!(
-            prev,
-            None | Some(';' | '&' | '|' | '{' | '(' | '`' | '\n' | '!' | '@')
-        );
+        let (start, word) = current_word(before);
         let mut out = Vec::new();
-        if command_pos && !word.contains('/') {
-            for c in self.commands(word) {
+        if command_position(&before[..start]) && !word.contains('/') {
+            for c in self.commands(&word) {
                 out.push(Pair {
                     display: c.clone(),
                     replacement: crate::ast::quote(&c),
                 });
             }
         } else {
-            for (f, isdir) in complete_files(word) {
+            for (f, isdir) in complete_files(&word) {
                 let display = f.rsplit('/').next().unwrap_or(&f).to_string();
                 out.push(Pair {
                     display: if isdir {
@@ -357,6 +348,72 @@ impl Completer for RcHelper {
     }
 }
 
+/// The word the cursor is in: where it starts, and its text with rc's quotes taken
+/// off (`'sp dir'/in` is `sp dir/in`).
+fn current_word(before: &str) -> (usize, String) {
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in before.char_indices() {
+        if c == '\'' {
+            quoted = !quoted;
+        } else if !quoted && is_break(c) {
+            start = i + c.len_utf8();
+        }
+    }
+    let mut word = String::new();
+    let mut it = before[start..].chars().peekable();
+    let mut inq = false;
+    while let Some(c) = it.next() {
+        if c == '\'' {
+            if inq && it.peek() == Some(&'\'') {
+                word.push('\'');
+                it.next();
+            } else {
+                inq = !inq;
+            }
+        } else {
+            word.push(c);
+        }
+    }
+    (start, word)
+}
+
+/// Whether a word starting after `prefix` names a command: at the start of the line,
+/// after `;`, `&`, `|`, `{`, `(`, `` ` ``, `!`, `@` (so after `&&` and `||` too),
+/// after `if(...)`, `while(...)` and `for(...)`, and after `if not`.
+fn command_position(prefix: &str) -> bool {
+    let p = prefix.trim_end_matches([' ', '\t']);
+    let Some(last) = p.chars().last() else {
+        return true;
+    };
+    match last {
+        ';' | '&' | '|' | '{' | '(' | '`' | '\n' | '!' | '@' => true,
+        ')' => {
+            // Find the matching parenthesis and look at the word before it.
+            let mut depth = 0;
+            for (i, c) in p.char_indices().rev() {
+                match c {
+                    ')' => depth += 1,
+                    '(' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            let kw = p[..i].trim_end_matches([' ', '\t']);
+                            let kw = kw.rsplit(is_break).next().unwrap_or("");
+                            return matches!(kw, "if" | "while" | "for");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            false
+        }
+        _ => {
+            let mut words = p.rsplit(is_break).filter(|w| !w.is_empty());
+            words.next() == Some("not") && words.next() == Some("if")
+        }
+    }
+}
+
 impl Hinter for RcHelper {
     type Hint = String;
 }
@@ -367,6 +424,25 @@ impl Helper for RcHelper {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_and_positions() {
+        assert_eq!(
+            current_word("cat 'sp dir'/in"),
+            (4, "sp dir/in".to_string())
+        );
+        assert_eq!(current_word("echo 'it''s"), (5, "it's".to_string()));
+        assert_eq!(current_word("ls"), (0, "ls".to_string()));
+        assert!(command_position(""));
+        assert!(command_position("echo a; "));
+        assert!(command_position("if(true) "));
+        assert!(command_position("while(~ $x a) "));
+        assert!(command_position("for(i in a b) "));
+        assert!(command_position("if not "));
+        assert!(command_position("a && "));
+        assert!(!command_position("echo "));
+        assert!(!command_position("echo (a b) "));
+    }
 
     #[test]
     fn files_complete_with_dirs_marked() {

@@ -151,11 +151,31 @@ pub struct Lexer {
 }
 
 fn wordchr(c: char) -> bool {
-    !"\n \t#;&|^$=`'{}()<>".contains(c)
+    !matches!(
+        c,
+        '\n' | ' '
+            | '\t'
+            | '#'
+            | ';'
+            | '&'
+            | '|'
+            | '^'
+            | '$'
+            | '='
+            | '`'
+            | '\''
+            | '{'
+            | '}'
+            | '('
+            | ')'
+            | '<'
+            | '>'
+    )
 }
 
 fn idchr(c: char) -> bool {
-    c > ' ' && !"!\"#$%&'()+,-./:;<=>?@[\\]^`{|}~".contains(c)
+    // Letters, digits, `_`, `*` and anything beyond ASCII.
+    c > ' ' && !(c.is_ascii_punctuation() && c != '_' && c != '*')
 }
 
 impl Lexer {

@@ -100,7 +100,21 @@ pub fn note_signal(name: &str) -> Option<libc::c_int> {
 /// `fn sigexit`). An interactive rc also ignores quit and terminate signals, as a
 /// login shell should.
 pub fn catch_signals(interactive: bool) {
-    catch(libc::SIGINT);
+    // A signal ignored when rc starts (`rc script &` from a shell that runs jobs with
+    // interrupts ignored) stays ignored, as in plan9port, unless rc is interactive.
+    let ignored = |sig: libc::c_int| {
+        // SAFETY: reading the current disposition only.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old);
+            old.sa_sigaction == libc::SIG_IGN
+        }
+    };
+    for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGALRM] {
+        if (interactive && sig == libc::SIGINT) || !ignored(sig) {
+            catch(sig);
+        }
+    }
     if interactive {
         // SAFETY: ignoring signals.
         unsafe {
@@ -108,8 +122,6 @@ pub fn catch_signals(interactive: bool) {
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
         }
     }
-    catch(libc::SIGHUP);
-    catch(libc::SIGALRM);
 }
 
 fn signote(sig: i32) -> (&'static [&'static str], &'static str) {

@@ -1,7 +1,7 @@
 //! The syntax tree of rc programs, and its printing back as rc text (as `whatis` and
 //! the environment show functions).
 
-use crate::lex::{GLOB, HereBody, RedirKind, unglob};
+use crate::lex::{HereBody, RedirKind, unglob};
 use std::fmt;
 use std::rc::Rc;
 
@@ -228,31 +228,26 @@ pub fn quote(s: &str) -> String {
 
 impl fmt::Display for Word {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
+            self.show(f)
+        })
+    }
+}
+
+impl Word {
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Word::Lit { text, quoted } => {
                 if *quoted {
-                    let plain = unglob(text);
-                    f.write_str(&quote_always(&plain))
+                    f.write_str(&quote_always(&unglob(text)))
                 } else {
-                    // Unquoted text prints as written: pattern marks drop, and anything
-                    // that was quoted inside a concatenation gets quotes back.
-                    let mut out = String::new();
-                    let mut it = text.chars();
-                    while let Some(c) = it.next() {
-                        if c == GLOB {
-                            if let Some(n) = it.next() {
-                                out.push(n);
-                            }
-                        } else {
-                            out.push(c);
-                        }
-                    }
-                    f.write_str(&out)
+                    // Unquoted text prints as written, without the pattern marks.
+                    f.write_str(&unglob(text))
                 }
             }
-            Word::Var(w) => write!(f, "${w}"),
+            Word::Var(w) => write!(f, "${}", Name(w)),
             Word::Sub(w, s) => {
-                write!(f, "${w}(")?;
+                write!(f, "${}(", Name(w))?;
                 for (i, x) in s.iter().enumerate() {
                     if i > 0 {
                         f.write_str(" ")?;
@@ -261,8 +256,8 @@ impl fmt::Display for Word {
                 }
                 f.write_str(")")
             }
-            Word::Count(w) => write!(f, "$#{w}"),
-            Word::Join(w) => write!(f, "$\"{w}"),
+            Word::Count(w) => write!(f, "$#{}", Name(w)),
+            Word::Join(w) => write!(f, "$\"{}", Name(w)),
             Word::Concat(a, b) => write!(f, "{a}^{b}"),
             Word::List(v) => {
                 f.write_str("(")?;
@@ -279,7 +274,7 @@ impl fmt::Display for Word {
                 if let Some(s) = sep {
                     write!(f, "{s}")?;
                 }
-                write!(f, "{{{body}}}")
+                write!(f, "{{{}}}", List(body))
             }
             Word::PipeFd { kind, body } => {
                 let k = match kind {
@@ -287,14 +282,46 @@ impl fmt::Display for Word {
                     RedirKind::RdWr => "<>",
                     _ => ">",
                 };
-                write!(f, "{k}{{{body}}}")
+                write!(f, "{k}{{{}}}", List(body))
             }
+        }
+    }
+}
+
+/// A variable's name after `$`: quoted when it is not a plain name, so that `$ "x`
+/// (the variable `"x`) does not print as `$"x` (x joined).
+struct Name<'a>(&'a Word);
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Word::Lit {
+                text,
+                quoted: false,
+            } => {
+                let plain = unglob(text);
+                if plain.is_empty() || !plain.chars().all(crate::lex::idchr) {
+                    f.write_str(&quote_always(&plain))
+                } else {
+                    f.write_str(&plain)
+                }
+            }
+            w => write!(f, "{w}"),
         }
     }
 }
 
 fn quote_always(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A word after an operator (`<`, `>`, `|`): a blank first when the word's text
+/// would otherwise read as part of the operator (`< <{cmd}`, `> [2]x`).
+fn after_operator(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    if text.starts_with(['<', '>', '[', '{']) {
+        f.write_str(" ")?;
+    }
+    f.write_str(text)
 }
 
 impl fmt::Display for Redir {
@@ -312,14 +339,19 @@ impl fmt::Display for Redir {
                 if self.fd != dfl {
                     write!(f, "[{}]", self.fd)?;
                 }
-                write!(f, "{w}")
+                after_operator(f, &w.to_string())
             }
-            RedirOp::Here { tag, .. } => {
+            RedirOp::Here { tag, subst, .. } => {
                 f.write_str("<<")?;
                 if self.fd != 0 {
                     write!(f, "[{}]", self.fd)?;
                 }
-                f.write_str(tag)
+                let t = if *subst {
+                    quote(tag)
+                } else {
+                    quote_always(tag)
+                };
+                after_operator(f, &t)
             }
             RedirOp::Dup(from) => write!(f, ">[{}={}]", self.fd, from),
             RedirOp::Close => write!(f, ">[{}=]", self.fd),
@@ -340,21 +372,208 @@ fn redirs_before(f: &mut fmt::Formatter<'_>, redirs: &[Redir], more: bool) -> fm
     Ok(())
 }
 
+/// Redirections printed after what they apply to (` >x`).
+fn redirs_after(f: &mut fmt::Formatter<'_>, redirs: &[Redir]) -> fmt::Result {
+    for r in redirs {
+        write!(f, " {r}")?;
+    }
+    Ok(())
+}
+
 fn words(f: &mut fmt::Formatter<'_>, ws: &[Word]) -> fmt::Result {
     for (i, w) in ws.iter().enumerate() {
         if i > 0 {
             f.write_str(" ")?;
         }
-        write!(f, "{w}")?;
+        let t = w.to_string();
+        // `echo = x` would read back as an assignment: a leading `=` is quoted.
+        if i == 1 && t.starts_with('=') {
+            f.write_str("'='")?;
+            let rest = &t[1..];
+            if !rest.is_empty() {
+                if !rest.starts_with('^') {
+                    f.write_str("^")?;
+                }
+                f.write_str(rest)?;
+            }
+        } else {
+            f.write_str(&t)?;
+        }
     }
     Ok(())
 }
 
-impl fmt::Display for Cmd {
-    /// As rc prints a function body: `;` between commands, no spaces around `|`,
-    /// redirections before what they apply to.
+/// The here documents a command's line carries (not those inside its braces, which
+/// their own lists print).
+fn shallow_here_docs(c: &Cmd, out: &mut Vec<(HereBody, bool, String)>) {
+    let redirs = |rs: &[Redir], out: &mut Vec<(HereBody, bool, String)>| {
+        for r in rs {
+            if let RedirOp::Here { body, subst, tag } = &r.op {
+                out.push((Rc::clone(body), *subst, tag.clone()));
+            }
+        }
+    };
+    match c {
+        Cmd::Simple { redirs: rs, .. } => redirs(rs, out),
+        Cmd::Brace { redirs: rs, .. } => redirs(rs, out),
+        Cmd::Redirected { redirs: rs, cmd } => {
+            redirs(rs, out);
+            shallow_here_docs(cmd, out);
+        }
+        Cmd::Assign { body: Some(b), .. } => shallow_here_docs(b, out),
+        Cmd::Async(c) | Cmd::Not(c) | Cmd::Subshell(c) | Cmd::IfNot(c) => shallow_here_docs(c, out),
+        Cmd::And(a, b)
+        | Cmd::Or(a, b)
+        | Cmd::Pipe {
+            left: a, right: b, ..
+        } => {
+            shallow_here_docs(a, out);
+            shallow_here_docs(b, out);
+        }
+        Cmd::If { cond, body } | Cmd::While { cond, body } => {
+            shallow_here_docs(cond, out);
+            shallow_here_docs(body, out);
+        }
+        Cmd::For { body, .. } => shallow_here_docs(body, out),
+        Cmd::Seq(v) => v.iter().for_each(|c| shallow_here_docs(c, out)),
+        _ => {}
+    }
+}
+
+/// A list of commands as rc prints a function body: `;` between commands, and a
+/// command with here documents followed by a newline and their bodies.
+struct List<'a>(&'a Cmd);
+
+impl fmt::Display for List<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        fn flatten<'a>(c: &'a Cmd, out: &mut Vec<&'a Cmd>) {
+            match c {
+                Cmd::Seq(v) => v.iter().for_each(|c| flatten(c, out)),
+                Cmd::Empty => {}
+                c => out.push(c),
+            }
+        }
+        let mut items = Vec::new();
+        flatten(self.0, &mut items);
+        let mut after_newline = true;
+        for (i, c) in items.iter().enumerate() {
+            if i > 0 && !after_newline {
+                f.write_str(";")?;
+            }
+            write!(f, "{}", C(c))?;
+            let mut docs = Vec::new();
+            shallow_here_docs(c, &mut docs);
+            after_newline = !docs.is_empty();
+            if !docs.is_empty() {
+                f.write_str("\n")?;
+                for (body, _, tag) in docs {
+                    let b = body.borrow();
+                    f.write_str(b.as_deref().unwrap_or(""))?;
+                    writeln!(f, "{tag}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Cmd {
+    /// As rc prints a function body (see [`List`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", List(self))
+    }
+}
+
+/// One command, printed without the bodies of its here documents.
+struct C<'a>(&'a Cmd);
+
+/// A command that may be empty, where an empty one must still show (`if(x);`).
+struct Body<'a>(&'a Cmd);
+
+impl fmt::Display for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if matches!(self.0, Cmd::Empty) {
+            f.write_str(";")
+        } else {
+            write!(f, "{}", C(self.0))
+        }
+    }
+}
+
+/// The left side of a pipe: a redirection written before it would apply to the whole
+/// pipeline when read back, so it goes after (`echo a >x|tr a b`).
+struct Left<'a>(&'a Cmd);
+
+impl fmt::Display for Left<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Cmd::Simple { words: ws, redirs } if !redirs.is_empty() && !ws.is_empty() => {
+                words(f, ws)?;
+                redirs_after(f, redirs)
+            }
+            Cmd::Brace { body, redirs } if !redirs.is_empty() => {
+                write!(f, "{{{}}}", List(body))?;
+                redirs_after(f, redirs)
+            }
+            Cmd::Pipe {
+                left,
+                right,
+                lfd,
+                rfd,
+            } => pipe(f, left, right, *lfd, *rfd, true),
+            Cmd::Redirected { .. } | Cmd::Simple { .. } if has_prefix_redirs(self.0) => {
+                write!(f, "{{{}}}", C(self.0))
+            }
+            c => write!(f, "{}", C(c)),
+        }
+    }
+}
+
+/// `left|right`; `right_left` when the whole pipe is itself the left side of another.
+fn pipe(
+    f: &mut fmt::Formatter<'_>,
+    left: &Cmd,
+    right: &Cmd,
+    lfd: i32,
+    rfd: i32,
+    right_left: bool,
+) -> fmt::Result {
+    write!(f, "{}|", Left(left))?;
+    let r = if right_left {
+        Left(right).to_string()
+    } else {
+        C(right).to_string()
+    };
+    // |[a=b]: the left side's b into the right side's a.
+    if rfd != 0 {
+        write!(f, "[{rfd}={lfd}]")?;
+    } else if lfd != 1 {
+        write!(f, "[{lfd}]")?;
+    } else if r.starts_with('[') {
+        f.write_str(" ")?;
+    }
+    f.write_str(&r)
+}
+
+fn has_prefix_redirs(c: &Cmd) -> bool {
+    match c {
+        Cmd::Redirected { .. } => true,
+        Cmd::Simple { redirs, .. } => !redirs.is_empty(),
+        _ => false,
+    }
+}
+
+impl fmt::Display for C<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
+            self.show(f)
+        })
+    }
+}
+
+impl C<'_> {
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Cmd::Empty => Ok(()),
             Cmd::Simple { words: ws, redirs } => {
                 redirs_before(f, redirs, !ws.is_empty())?;
@@ -363,77 +582,54 @@ impl fmt::Display for Cmd {
             Cmd::Assign { name, value, body } => {
                 write!(f, "{name}={value}")?;
                 if let Some(b) = body {
-                    write!(f, " {b}")?;
+                    write!(f, " {}", C(b))?;
                 }
                 Ok(())
             }
-            Cmd::Seq(v) => {
-                let mut first = true;
-                for c in v {
-                    if matches!(c, Cmd::Empty) {
-                        continue;
-                    }
-                    if !first {
-                        f.write_str(";")?;
-                    }
-                    first = false;
-                    write!(f, "{c}")?;
-                }
-                Ok(())
-            }
-            Cmd::Async(c) => write!(f, "{c}&"),
-            Cmd::And(a, b) => write!(f, "{a} && {b}"),
-            Cmd::Or(a, b) => write!(f, "{a} || {b}"),
-            Cmd::Not(c) => write!(f, "! {c}"),
-            Cmd::Subshell(c) => write!(f, "@ {c}"),
+            Cmd::Seq(_) => write!(f, "{{{}}}", List(self.0)),
+            Cmd::Async(c) => write!(f, "{}&", C(c)),
+            Cmd::And(a, b) => write!(f, "{} && {}", C(a), Body(b)),
+            Cmd::Or(a, b) => write!(f, "{} || {}", C(a), Body(b)),
+            Cmd::Not(c) => write!(f, "! {}", C(c)),
+            Cmd::Subshell(c) => write!(f, "@ {}", C(c)),
             Cmd::Pipe {
                 left,
                 right,
                 lfd,
                 rfd,
-            } => {
-                write!(f, "{left}|")?;
-                if *lfd != 1 || *rfd != 0 {
-                    if *rfd != 0 {
-                        write!(f, "[{lfd}={rfd}]")?;
-                    } else {
-                        write!(f, "[{lfd}]")?;
-                    }
-                }
-                write!(f, "{right}")
-            }
+            } => pipe(f, left, right, *lfd, *rfd, false),
             Cmd::Brace { body, redirs } => {
                 redirs_before(f, redirs, true)?;
-                write!(f, "{{{body}}}")
+                write!(f, "{{{}}}", List(body))
             }
             Cmd::Redirected { redirs, cmd } => {
                 redirs_before(f, redirs, !matches!(**cmd, Cmd::Empty))?;
-                write!(f, "{cmd}")
+                write!(f, "{}", C(cmd))
             }
-            Cmd::If { cond, body } => write!(f, "if({cond}){body}"),
-            Cmd::IfNot(c) => write!(f, "if not {c}"),
+            Cmd::If { cond, body } => write!(f, "if({}){}", List(cond), Body(body)),
+            Cmd::IfNot(c) => write!(f, "if not {}", Body(c)),
             Cmd::For { var, list, body } => {
                 write!(f, "for({var}")?;
                 if let Some(l) = list {
                     f.write_str(" in ")?;
                     words(f, l)?;
                 }
-                write!(f, "){body}")
+                write!(f, "){}", Body(body))
             }
-            Cmd::While { cond, body } => write!(f, "while ({cond}){body}"),
+            Cmd::While { cond, body } => write!(f, "while ({}){}", List(cond), Body(body)),
             Cmd::Switch { subject, body } => {
                 // A parenthesised subject is a list already: no second pair.
                 if matches!(subject, Word::List(_)) {
-                    write!(f, "switch {subject} {{{body}}}")
+                    write!(f, "switch {subject} {{{}}}", List(body))
                 } else {
-                    write!(f, "switch ({subject}) {{{body}}}")
+                    write!(f, "switch ({subject}) {{{}}}", List(body))
                 }
             }
             Cmd::Fn { names, body } => {
                 f.write_str("fn ")?;
                 words(f, names)?;
                 if let Some(b) = body {
-                    write!(f, " {{{b}}}")?;
+                    write!(f, " {{{}}}", List(b))?;
                 }
                 Ok(())
             }

@@ -83,6 +83,12 @@ fn dot(sh: &mut Shell, argv: &[String]) -> Res {
             return Err(Unwind::Error);
         }
     };
+    if sh.depth >= crate::exec::MAX_CALL_DEPTH {
+        sh.error(". files nested too deeply");
+        sh.set_status("error");
+        return Err(Unwind::Error);
+    }
+    sh.depth += 1;
     sh.push_local("*", args);
     sh.push_local("0", vec![file.clone()]);
     let r = if interactive {
@@ -93,6 +99,7 @@ fn dot(sh: &mut Shell, argv: &[String]) -> Res {
     };
     sh.pop_local("0");
     sh.pop_local("*");
+    sh.depth -= 1;
     r
 }
 

@@ -22,6 +22,14 @@ pub enum Unwind {
 
 pub type Res = Result<(), Unwind>;
 
+/// When less than this much stack is left, recursion continues on a new segment...
+pub const STACK_RED_ZONE: usize = 128 * 1024;
+/// ...of this size.
+pub const STACK_GROW: usize = 2 * 1024 * 1024;
+/// How deeply functions and `.` may nest before rc calls it an error (plan9port has no
+/// limit, and runs out of memory instead).
+pub const MAX_CALL_DEPTH: u32 = 10_000;
+
 /// A function: its body and the text it prints as.
 #[derive(Clone, Debug)]
 pub struct Func {
@@ -82,6 +90,8 @@ pub struct Shell {
     /// Depth of conditions (`if`, `while`, `&&`, `||`, `!`) being run, where `-e` does
     /// not apply.
     pub no_e: u32,
+    /// Functions (and `.` files) being run, one inside another.
+    pub depth: u32,
     /// After `rfork E`: variables (and `fn#name`s) left out of the environment
     /// until they are set again.
     pub unexported: FxHashSet<String>,
@@ -191,6 +201,7 @@ impl Shell {
             srcname: String::new(),
             ui: None,
             no_e: 0,
+            depth: 0,
             unexported: FxHashSet::default(),
             exiting: false,
             herectr: 0,
@@ -429,6 +440,12 @@ impl Shell {
 
     /// Expand a word to a list of marked strings.
     pub fn expand(&mut self, w: &Word, out: &mut Vec<String>) -> Res {
+        // Deeply nested words and commands grow the stack on the heap rather than
+        // overflow it.
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_GROW, || self.expand_inner(w, out))
+    }
+
+    fn expand_inner(&mut self, w: &Word, out: &mut Vec<String>) -> Res {
         match w {
             Word::Lit { text, .. } => out.push(text.clone()),
             Word::Var(n) => {
@@ -623,6 +640,10 @@ impl Shell {
 
     /// Run a command.
     pub fn run(&mut self, c: &Cmd) -> Res {
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_GROW, || self.run_inner(c))
+    }
+
+    fn run_inner(&mut self, c: &Cmd) -> Res {
         match c {
             Cmd::Empty => Ok(()),
             Cmd::Simple { words, redirs } => {
@@ -883,11 +904,16 @@ impl Shell {
 
     /// Call a function: `$*` is its arguments for the duration.
     pub fn call(&mut self, f: &Func, argv: &[String]) -> Res {
+        if self.depth >= MAX_CALL_DEPTH {
+            return self.fail("function calls nested too deeply");
+        }
+        self.depth += 1;
         self.push_local("*", argv[1..].to_vec());
         let mark = self.pipefds.len();
         let r = self.run(&f.body);
         self.pipefds.truncate(mark);
         self.pop_local("*");
+        self.depth -= 1;
         r
     }
 

@@ -173,7 +173,7 @@ fn wordchr(c: char) -> bool {
     )
 }
 
-fn idchr(c: char) -> bool {
+pub fn idchr(c: char) -> bool {
     // Letters, digits, `_`, `*` and anything beyond ASCII.
     c > ' ' && !(c.is_ascii_punctuation() && c != '_' && c != '*')
 }

@@ -398,7 +398,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         Err(e) => {
             let _ = writeln!(
                 crate::exec::err(),
-                "rc: {e}\nusage: rc [-SsrdiIlxevVp] [-c arg] [-m command] [file [arg ...]]"
+                "rc: {e}\nusage: rc [-SsrdiIlxevVpn] [-c command] [-m rcmain] [file [arg ...]]"
             );
             return 1;
         }

@@ -192,6 +192,12 @@ impl Parser {
     }
 
     fn cmds(&mut self, nlok: bool) -> R<Cmd> {
+        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
+            self.cmds_inner(nlok)
+        })
+    }
+
+    fn cmds_inner(&mut self, nlok: bool) -> R<Cmd> {
         let mut v = Vec::new();
         loop {
             let mut c = self.cmd()?;
@@ -334,6 +340,12 @@ impl Parser {
     }
 
     fn cmd3(&mut self) -> R<Cmd> {
+        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
+            self.cmd3_inner()
+        })
+    }
+
+    fn cmd3_inner(&mut self) -> R<Cmd> {
         match &self.tok.tok {
             Tok::Semi | Tok::Amp | Tok::Newline => return Ok(Cmd::Empty),
             Tok::LBrace => {
@@ -551,6 +563,12 @@ impl Parser {
     }
 
     fn word1(&mut self) -> R<Word> {
+        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
+            self.word1_inner()
+        })
+    }
+
+    fn word1_inner(&mut self) -> R<Word> {
         match self.tok.tok.clone() {
             Tok::Word { text, quoted } => {
                 self.advance()?;

@@ -455,16 +455,21 @@ impl fmt::Display for List<'_> {
         }
         let mut items = Vec::new();
         flatten(self.0, &mut items);
-        let mut after_newline = true;
+        let mut separated = true;
         for (i, c) in items.iter().enumerate() {
-            if i > 0 && !after_newline {
+            if i > 0 && !separated {
                 f.write_str(";")?;
             }
             write!(f, "{}", C(c))?;
             let mut docs = Vec::new();
             shallow_here_docs(c, &mut docs);
-            after_newline = !docs.is_empty();
+            separated = false;
+            if ends_empty(c) {
+                f.write_str(";")?;
+                separated = true;
+            }
             if !docs.is_empty() {
+                separated = true;
                 f.write_str("\n")?;
                 for (body, _, tag) in docs {
                     let b = body.borrow();
@@ -487,16 +492,27 @@ impl fmt::Display for Cmd {
 /// One command, printed without the bodies of its here documents.
 struct C<'a>(&'a Cmd);
 
-/// A command that may be empty, where an empty one must still show (`if(x);`).
+/// A command that may be empty (`if(x);`): printed as nothing, and the list it is in
+/// ends it with a `;` (see [`ends_empty`]).
 struct Body<'a>(&'a Cmd);
 
 impl fmt::Display for Body<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if matches!(self.0, Cmd::Empty) {
-            f.write_str(";")
-        } else {
-            write!(f, "{}", C(self.0))
-        }
+        write!(f, "{}", C(self.0))
+    }
+}
+
+/// Whether a command's text ends with an empty command (`a || ;`, `if(x);`), which
+/// must be followed by a `;` to read back.
+fn ends_empty(c: &Cmd) -> bool {
+    match c {
+        Cmd::Empty => true,
+        Cmd::And(_, b) | Cmd::Or(_, b) => ends_empty(b),
+        Cmd::If { body, .. } | Cmd::While { body, .. } | Cmd::For { body, .. } => ends_empty(body),
+        Cmd::IfNot(b) | Cmd::Subshell(b) | Cmd::Not(b) => ends_empty(b),
+        Cmd::Assign { body: Some(b), .. } => ends_empty(b),
+        Cmd::Pipe { right, .. } => ends_empty(right),
+        _ => false,
     }
 }
 

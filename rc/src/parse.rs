@@ -316,6 +316,13 @@ impl Parser {
                         Word::Lit { text, quoted } => (unglob(text), *quoted),
                         _ => (w.to_string(), false),
                     };
+                    // No line could ever end such a document.
+                    if tag.contains('\n') {
+                        return Err(SyntaxError {
+                            line: self.lx.line,
+                            msg: "here document tag has a newline".into(),
+                        });
+                    }
                     let body = self.lx.here_doc(tag.clone(), quoted);
                     return Ok(Redir {
                         fd,
@@ -705,6 +712,7 @@ mod tests {
         assert_eq!(show("for(i in a)"), "token EOF: syntax error");
         assert_eq!(show("a |[2=] b"), "token '|[2=]': pipe syntax");
         assert_eq!(show("switch(x){echo a}"), "case missing in switch");
+        assert_eq!(show("cat <<'a\nb'\nx\n"), "here document tag has a newline");
     }
 
     #[test]

@@ -754,6 +754,10 @@ fn empty_last_command_round_trips() {
         "while(x);",
         "for(i);",
         "if not;",
+        "a || ;b",
+        "|| || || x",
+        "{a && }",
+        "if(x); if not;",
     ]);
 }
 

@@ -1,0 +1,4 @@
+MKSHELL=rc
+X=from one
+first:V: second
+	echo first $X

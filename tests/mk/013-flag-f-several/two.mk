@@ -1,0 +1,4 @@
+MKSHELL=rc
+X=from two
+second:V:
+	echo second $X

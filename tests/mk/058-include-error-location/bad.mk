@@ -1,0 +1,5 @@
+MKSHELL=rc
+X=1
+
+# comment
+this line is wrong

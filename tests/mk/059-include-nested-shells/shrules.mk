@@ -1,0 +1,2 @@
+fromsh:V:
+	echo "sh: one word"

@@ -1,0 +1,5 @@
+MKSHELL=rc
+X=in defs
+Y=also
+fromdefs:V:
+	echo rule from defs.mk

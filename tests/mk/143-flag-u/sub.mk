@@ -1,0 +1,4 @@
+MKSHELL=rc
+NPROC=2
+x:V:
+	echo x

@@ -1,0 +1,3 @@
+MKSHELL=rc
+all:V:
+	echo -n

@@ -1,0 +1,3 @@
+MKSHELL=rc
+first second:V:
+	echo -n

@@ -128,6 +128,11 @@ pub struct Mk {
     pub default_shell: Option<shell::Shell>,
     /// `-dp`: show what was read.
     pub dparse: bool,
+    /// `-u`: seconds spent with each number of jobs running, and when last counted.
+    pub tslot: Vec<i64>,
+    pub tick: i64,
+    /// mk's variables as environment strings, for the shell kind they were made for.
+    pub env_cache: Option<(shell::Kind, Vec<std::ffi::CString>)>,
 }
 
 impl Default for shell::Shell {
@@ -154,6 +159,20 @@ impl Mk {
         self.flush();
         eprintln!("{msg}");
         Err(Failed)
+    }
+
+    /// `-u` accounting: the time since the last count goes to the number of jobs
+    /// running then (whole seconds, as plan9port counts).
+    pub fn usage(&mut self) {
+        let t = run::now() as i64 / 1_000_000_000;
+        let n = self.running();
+        if self.tslot.len() <= n {
+            self.tslot.resize(n + 1, 0);
+        }
+        if self.tick != 0 {
+            self.tslot[n] += t - self.tick;
+        }
+        self.tick = t;
     }
 
     /// Buffered standard output, as plan9port's `Bprint(&bout, ...)`.
@@ -234,13 +253,7 @@ See mk(1) and docs/mk.md.
 
 /// mk's main: returns the exit code.
 pub fn main(argv: Vec<String>) -> i32 {
-    let mut mk = Mk {
-        nproclimit: 1,
-        nreps: 1,
-        line: 0,
-        file: "<nil>".to_string(),
-        ..Default::default()
-    };
+    let mut mk = Mk::new();
     match mk.main(argv) {
         Ok(()) => {
             mk.flush();
@@ -257,13 +270,28 @@ pub fn main(argv: Vec<String>) -> i32 {
 impl Mk {
     /// Wait for what is still running, as plan9port's `Exit` does.
     fn killall(&mut self) {
-        while self.running() > 0 {
+        loop {
             let mut st = 0;
             // SAFETY: waitpid with a valid status pointer.
-            if unsafe { libc::waitpid(-1, &mut st, 0) } < 0 {
+            let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
+            if pid < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
                 break;
             }
-            self.slots.iter_mut().for_each(|s| *s = None);
+        }
+        self.slots.iter_mut().for_each(|s| *s = None);
+    }
+
+    /// A fresh mk, as the command starts it (for using the parts as a library).
+    pub fn new() -> Mk {
+        Mk {
+            nproclimit: 1,
+            nreps: 1,
+            line: 0,
+            file: "<nil>".to_string(),
+            ..Default::default()
         }
     }
 
@@ -324,6 +352,7 @@ impl Mk {
         if self.aflag {
             self.iflag = true;
         }
+        self.usage();
         self.shell = shell::Shell::default_sh();
         // plan9port: FORCERCFORMK in the environment makes rc the default shell.
         if std::env::var_os("FORCERCFORMK").is_some() {
@@ -448,9 +477,10 @@ impl Mk {
             self.mk(&head)?;
         }
         if uflag {
+            self.usage();
             self.flush();
             for s in 0..=self.slots.len() {
-                println!("{s}: 0");
+                println!("{s}: {}", self.tslot.get(s).copied().unwrap_or(0));
             }
         }
         Ok(())
@@ -500,5 +530,52 @@ impl Mk {
     }
 }
 
-/// Interrupts and the like end mk: what it started is left to end with it.
-fn catch_notes() {}
+/// The signal that arrived (0: none); see [`catch_notes`].
+pub static NOTE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_note(sig: libc::c_int) {
+    NOTE.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// As plan9port's mk: an alarm, a floating-point trap, a write on a closed pipe or
+/// an illegal instruction stops mk, which first stops the recipes it started
+/// ([`Mk::killchildren`]). An interrupt from the terminal reaches the recipes too,
+/// and ends mk by default.
+fn catch_notes() {
+    for sig in [libc::SIGALRM, libc::SIGFPE, libc::SIGPIPE, libc::SIGILL] {
+        // SAFETY: installing a handler that only stores to an atomic; no SA_RESTART,
+        // so a waiting mk wakes up.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_note as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The message for a signal mk stops on.
+fn note_text(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGALRM => "alarm",
+        libc::SIGFPE => "sys: fp: fptrap",
+        libc::SIGPIPE => "sys: write on closed pipe",
+        _ => "sys: trap: illegal instruction",
+    }
+}
+
+impl Mk {
+    /// A note arrived: stop the recipes, wait for them, say why, and end.
+    pub fn killchildren(&mut self) -> ! {
+        let sig = NOTE.load(std::sync::atomic::Ordering::SeqCst);
+        let msg = note_text(sig);
+        for s in self.slots.iter().flatten() {
+            // SAFETY: signalling our own children.
+            unsafe { libc::kill(s.pid, libc::SIGINT) };
+        }
+        self.killall();
+        self.bprint(&format!("mk: {msg}\n"));
+        self.flush();
+        std::process::exit(1);
+    }
+}

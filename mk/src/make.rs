@@ -128,7 +128,12 @@ impl Mk {
         for i in 0..self.nodes[node].prereqs.len() {
             match self.nodes[node].prereqs[i].n {
                 Some(m) => {
-                    did = self.work(m, Some(node), Some(i))? || did;
+                    // A prerequisite made for good needs no visit (the common case
+                    // when a parent is looked at again after each of its children).
+                    let mf = self.nodes[m].flags;
+                    if mf & MADE == 0 || mf & PRETENDING != 0 {
+                        did = self.work(m, Some(node), Some(i))? || did;
+                    }
                     if self.nodes[m].flags & (NOTMADE | BEINGMADE) != 0 {
                         ready = false;
                     }
@@ -254,7 +259,7 @@ impl Mk {
             let (a, b) = (self.nodes[node].name.clone(), self.nodes[m].name.clone());
             return self.pcmp_cached(&prog, &a, &b, r, eval);
         }
-        if self.nodes[m].name.contains('(') && self.nodes[m].time == 0 {
+        if self.nodes[m].time == 0 && self.nodes[m].name.contains('(') {
             return Ok(true);
         }
         Ok(self.nodes[node].time <= self.nodes[m].time)

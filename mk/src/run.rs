@@ -85,9 +85,26 @@ impl Mk {
         let shell = self.rules[r].shell.clone();
         let flags: &[&str] = if self.rules[r].attr.e { &[] } else { &["-e"] };
         let recipe = self.rules[r].recipe.to_string();
-        let envp = self.export(&env, &shell);
+        let own = self.job_envp(&env, &shell);
+        let base: &[CString] = self.env_cache.as_ref().map_or(&[], |(_, b)| b.as_slice());
+        let envp: Vec<&std::ffi::CStr> = own
+            .iter()
+            .chain(base.iter())
+            .map(|c| c.as_c_str())
+            .collect();
+        // A one-command sh recipe with nothing for the shell to do runs without the
+        // shell, as GNU make runs such commands.
+        if let Some(argv) = self.direct_argv(&recipe, &env, &shell) {
+            if let Ok(pid) = spawn(std::path::Path::new(&argv[0]), &argv, &envp, None) {
+                drop(envp);
+                self.usage();
+                self.slots[slot] = Some(Running { pid, job: j });
+                return Ok(());
+            }
+        }
         match self.execsh(&shell, flags, &recipe, &envp) {
             Ok(pid) => {
+                self.usage();
                 self.slots[slot] = Some(Running { pid, job: j });
                 Ok(())
             }
@@ -118,6 +135,9 @@ impl Mk {
             if pid < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
+                    if crate::NOTE.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+                        self.killchildren();
+                    }
                     continue;
                 }
                 if echildok > 0 {
@@ -133,6 +153,7 @@ impl Mk {
             else {
                 continue;
             };
+            self.usage();
             let Some(run) = self.slots[slot].take() else {
                 continue;
             };
@@ -244,15 +265,28 @@ impl Mk {
             };
             env.push((name.to_string(), v));
         }
-        let mut names: Vec<&String> = self.vars.keys().collect();
-        names.sort();
-        for n in names {
-            if self.noexport.contains(n) || INTERNAL.contains(&n.as_str()) {
-                continue;
-            }
-            env.push((n.clone(), self.vars[n].clone()));
-        }
         env
+    }
+
+    /// A recipe's own environment strings; mk's, the same for every recipe, are made
+    /// once, into `env_cache`.
+    pub fn job_envp(&mut self, internal: &[(String, Vec<String>)], sh: &Shell) -> Vec<CString> {
+        let out = self.export(internal, sh);
+        let cached = matches!(&self.env_cache, Some((k, _)) if *k == sh.kind);
+        if !cached {
+            let mut base: Vec<(String, Vec<String>)> = Vec::new();
+            let mut names: Vec<&String> = self.vars.keys().collect();
+            names.sort();
+            for n in names {
+                if self.noexport.contains(n) || INTERNAL.contains(&n.as_str()) {
+                    continue;
+                }
+                base.push((n.clone(), self.vars[n].clone()));
+            }
+            let strings = self.export(&base, sh);
+            self.env_cache = Some((sh.kind, strings));
+        }
+        out
     }
 
     /// The environment strings for a shell.
@@ -297,9 +331,15 @@ impl Mk {
                 if braced && end < cs.len() {
                     end += 1;
                 }
-                let known = self.weset.contains(&name) || INTERNAL.contains(&name.as_str());
-                match env.iter().find(|(k, _)| *k == name).filter(|_| known) {
-                    Some((_, v)) => out.push_str(&v.join(" ")),
+                let value = if INTERNAL.contains(&name.as_str()) {
+                    env.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+                } else if self.weset.contains(&name) && !self.noexport.contains(&name) {
+                    self.vars.get(&name)
+                } else {
+                    None
+                };
+                match value {
+                    Some(v) => out.push_str(&v.join(" ")),
                     None => out.extend(&cs[start..end]),
                 }
                 i = end;
@@ -335,30 +375,41 @@ impl Mk {
         out
     }
 
-    /// Start the shell with the recipe on its standard input.
+    /// Start the shell on the recipe. plan9port's mk gives it the recipe on standard
+    /// input; ours passes it with `-c` (standard input /dev/null), so that the shell
+    /// knows the last command is last and runs it without another fork, and gives it
+    /// on standard input only when it is too long for an argument.
     fn execsh(
         &self,
         sh: &Shell,
         flags: &[&str],
         recipe: &str,
-        envp: &[CString],
+        envp: &[&std::ffi::CStr],
     ) -> std::io::Result<i32> {
         let mut argv: Vec<String> = sh.cmd.clone();
         argv.extend(flags.iter().map(|s| s.to_string()));
-        let prog = self.shell_path(&argv[0]);
-        let mut cmd = std::process::Command::new(&prog);
-        cmd.arg0(&argv[0]).args(&argv[1..]).env_clear();
-        for e in envp {
-            let s = e.to_string_lossy();
-            if let Some((k, v)) = s.split_once('=') {
-                cmd.env(k, v);
-            }
+        // Only the shells we know take -c the same way; another MKSHELL program
+        // gets the recipe on standard input, as plan9port gives it.
+        let known = sh.cmd.len() == 1 && matches!(sh.cmd[0].as_str(), "sh" | "/bin/sh" | "rc");
+        let inline = known && recipe.len() < 100 * 1024;
+        if inline {
+            argv.push("-c".into());
+            argv.push(recipe.to_string());
         }
-        cmd.stdin(std::process::Stdio::piped());
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+        let prog = self.shell_path(&argv[0]);
+        let pipe = if inline { None } else { Some(pipe2()?) };
+        let r = spawn(&prog, &argv, envp, pipe.as_ref().map(|(r, w)| (*r, *w)));
+        let pid = match r {
+            Ok(pid) => pid,
             Err(e) => {
-                // As in plan9port, the shell that could not be run fails like a recipe.
+                if let Some((r, w)) = pipe {
+                    // SAFETY: closing our own pipe.
+                    unsafe {
+                        libc::close(r);
+                        libc::close(w);
+                    }
+                }
+                // As in plan9port, a shell that cannot be run fails like a recipe.
                 // SAFETY: the child only writes a message and exits.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
@@ -372,20 +423,114 @@ impl Mk {
                 return Ok(pid);
             }
         };
-        let pid = child.id() as i32;
-        if let Some(mut stdin) = child.stdin.take() {
+        if let Some((r, w)) = pipe {
+            // SAFETY: the read end is the child's now; the write end is ours.
+            unsafe { libc::close(r) };
+            // SAFETY: w is a descriptor we own.
+            let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(w) };
             let text = recipe.to_string();
-            if text.len() <= 16 * 1024 {
-                let _ = stdin.write_all(text.as_bytes());
-            } else {
-                std::thread::spawn(move || {
-                    let _ = stdin.write_all(text.as_bytes());
-                });
-            }
+            std::thread::spawn(move || {
+                let _ = f.write_all(text.as_bytes());
+            });
         }
-        // The child is reaped by waitup, not through `child`.
-        std::mem::forget(child);
         Ok(pid)
+    }
+
+    /// The words of a recipe that sh would run as one plain command: one line, no
+    /// quoting, redirection, globbing or other shell syntax, not a shell built-in;
+    /// `$name` and `${name}` are put in (split at blanks) as sh would. `None` when sh
+    /// must run it.
+    fn direct_argv(
+        &self,
+        recipe: &str,
+        internal: &[(String, Vec<String>)],
+        sh: &Shell,
+    ) -> Option<Vec<String>> {
+        if sh.kind != Kind::Sh
+            || sh.cmd.len() != 1
+            || !matches!(sh.cmd[0].as_str(), "sh" | "/bin/sh")
+        {
+            return None;
+        }
+        let line = recipe.strip_suffix('\n').unwrap_or(recipe);
+        if line.is_empty() || line.contains(|c: char| "\n;&|<>()`\\\"'*?[]#~={}!^".contains(c)) {
+            return None;
+        }
+        let mut words: Vec<String> = Vec::new();
+        for raw in line.split([' ', '\t']).filter(|w| !w.is_empty()) {
+            let mut cur = String::new();
+            let mut fields: Vec<String> = Vec::new();
+            let cs: Vec<char> = raw.chars().collect();
+            let mut i = 0;
+            while i < cs.len() {
+                if cs[i] != '$' {
+                    cur.push(cs[i]);
+                    i += 1;
+                    continue;
+                }
+                i += 1;
+                let braced = cs.get(i) == Some(&'{');
+                if braced {
+                    i += 1;
+                }
+                let start = i;
+                while i < cs.len() && (cs[i].is_ascii_alphanumeric() || cs[i] == '_') {
+                    i += 1;
+                }
+                if i == start || cs[start].is_ascii_digit() {
+                    return None;
+                }
+                let name: String = cs[start..i].iter().collect();
+                if braced {
+                    if cs.get(i) != Some(&'}') {
+                        return None;
+                    }
+                    i += 1;
+                }
+                let value: Vec<String> = match internal.iter().find(|(k, _)| *k == name) {
+                    Some((_, v)) => v.clone(),
+                    None if self.noexport.contains(&name) => Vec::new(),
+                    None => self.vars.get(&name).cloned().unwrap_or_default(),
+                };
+                let joined = value.join(" ");
+                if joined.contains(['*', '?', '[']) {
+                    return None;
+                }
+                // Unquoted, the value is split at blanks; its first piece joins what
+                // came before, its last what comes after.
+                let mut pieces = joined.split([' ', '\t', '\n']).peekable();
+                let leading_blank = joined.starts_with([' ', '\t', '\n']);
+                if let Some(first) = pieces.next() {
+                    if leading_blank && !cur.is_empty() {
+                        fields.push(std::mem::take(&mut cur));
+                    }
+                    cur.push_str(first);
+                    for p in pieces {
+                        if !cur.is_empty() {
+                            fields.push(std::mem::take(&mut cur));
+                        }
+                        cur.push_str(p);
+                    }
+                }
+            }
+            if !cur.is_empty() {
+                fields.push(cur);
+            }
+            words.extend(fields);
+        }
+        const BUILTIN: &[&str] = &[
+            ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do",
+            "done", "echo", "elif", "else", "esac", "eval", "exec", "exit", "export", "false",
+            "fc", "fg", "fi", "for", "function", "getopts", "hash", "if", "in", "jobs", "kill",
+            "local", "printf", "pwd", "read", "readonly", "return", "select", "set", "shift",
+            "test", "then", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset",
+            "until", "wait", "while",
+        ];
+        let first = words.first()?;
+        if BUILTIN.contains(&first.as_str()) {
+            return None;
+        }
+        Some(words)
     }
 
     /// Where to find the shell's program: `rc` is ours (beside mk), else `$PATH`.
@@ -526,6 +671,79 @@ impl Mk {
 }
 
 use std::os::unix::process::CommandExt;
+
+fn pipe2() -> std::io::Result<(i32, i32)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+/// Start `prog` (searched in `$PATH` if it has no `/`) with posix_spawn: standard
+/// input from `stdin` (a pipe's read end) or /dev/null, signals at their defaults.
+fn spawn(
+    prog: &std::path::Path,
+    argv: &[String],
+    envp: &[&std::ffi::CStr],
+    stdin: Option<(i32, i32)>,
+) -> std::io::Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let cprog =
+        CString::new(prog.as_os_str().as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let cargs: Vec<CString> = argv
+        .iter()
+        .filter_map(|a| CString::new(a.as_str()).ok())
+        .collect();
+    let mut pargv: Vec<*mut libc::c_char> = cargs.iter().map(|c| c.as_ptr() as *mut _).collect();
+    pargv.push(std::ptr::null_mut());
+    let mut penv: Vec<*mut libc::c_char> = envp.iter().map(|c| c.as_ptr() as *mut _).collect();
+    penv.push(std::ptr::null_mut());
+    let devnull = c"/dev/null";
+    // SAFETY: the attribute and action objects are initialised, used and destroyed
+    // here; every pointer passed stays valid for the call.
+    unsafe {
+        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut at: libc::posix_spawnattr_t = std::mem::zeroed();
+        libc::posix_spawn_file_actions_init(&mut fa);
+        libc::posix_spawnattr_init(&mut at);
+        match stdin {
+            Some((r, _)) => {
+                libc::posix_spawn_file_actions_adddup2(&mut fa, r, 0);
+            }
+            None => {
+                libc::posix_spawn_file_actions_addopen(
+                    &mut fa,
+                    0,
+                    devnull.as_ptr(),
+                    libc::O_RDONLY,
+                    0,
+                );
+            }
+        }
+        let mut def: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut def);
+        libc::sigaddset(&mut def, libc::SIGPIPE);
+        libc::posix_spawnattr_setsigdefault(&mut at, &def);
+        libc::posix_spawnattr_setflags(&mut at, libc::POSIX_SPAWN_SETSIGDEF as libc::c_short);
+        let mut pid: libc::pid_t = 0;
+        let r = libc::posix_spawnp(
+            &mut pid,
+            cprog.as_ptr(),
+            &fa,
+            &at,
+            pargv.as_ptr(),
+            penv.as_ptr(),
+        );
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        libc::posix_spawnattr_destroy(&mut at);
+        if r != 0 {
+            return Err(std::io::Error::from_raw_os_error(r));
+        }
+        Ok(pid)
+    }
+}
 
 /// A failed child's status in mk's words, or `None` for success.
 fn status_text(st: libc::c_int) -> Option<String> {

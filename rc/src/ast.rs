@@ -228,9 +228,7 @@ pub fn quote(s: &str) -> String {
 
 impl fmt::Display for Word {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
-            self.show(f)
-        })
+        crate::stack::guard(|| self.show(f))
     }
 }
 
@@ -581,9 +579,7 @@ fn has_prefix_redirs(c: &Cmd) -> bool {
 
 impl fmt::Display for C<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
-            self.show(f)
-        })
+        crate::stack::guard(|| self.show(f))
     }
 }
 

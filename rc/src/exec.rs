@@ -22,10 +22,6 @@ pub enum Unwind {
 
 pub type Res = Result<(), Unwind>;
 
-/// When less than this much stack is left, recursion continues on a new segment...
-pub const STACK_RED_ZONE: usize = 128 * 1024;
-/// ...of this size.
-pub const STACK_GROW: usize = 2 * 1024 * 1024;
 /// How deeply functions and `.` may nest before rc calls it an error (plan9port has no
 /// limit, and runs out of memory instead).
 pub const MAX_CALL_DEPTH: u32 = 10_000;
@@ -442,7 +438,7 @@ impl Shell {
     pub fn expand(&mut self, w: &Word, out: &mut Vec<String>) -> Res {
         // Deeply nested words and commands grow the stack on the heap rather than
         // overflow it.
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_GROW, || self.expand_inner(w, out))
+        crate::stack::guard(|| self.expand_inner(w, out))
     }
 
     fn expand_inner(&mut self, w: &Word, out: &mut Vec<String>) -> Res {
@@ -640,7 +636,7 @@ impl Shell {
 
     /// Run a command.
     pub fn run(&mut self, c: &Cmd) -> Res {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_GROW, || self.run_inner(c))
+        crate::stack::guard(|| self.run_inner(c))
     }
 
     fn run_inner(&mut self, c: &Cmd) -> Res {

@@ -15,6 +15,7 @@ pub mod glob;
 pub mod interactive;
 pub mod lex;
 pub mod parse;
+pub mod stack;
 
 use exec::{Res, Shell, Unwind};
 use std::io::BufRead;
@@ -392,6 +393,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 
 /// rc's main: run with these arguments (argv[0] first); returns the exit code.
 pub fn main(argv: Vec<String>) -> i32 {
+    stack::init();
     let argv0 = argv.first().cloned().unwrap_or_else(|| "rc".into());
     let (mut flags, cflag, mflag, args) = match parse_args(&argv[1..]) {
         Ok(x) => x,

@@ -192,9 +192,7 @@ impl Parser {
     }
 
     fn cmds(&mut self, nlok: bool) -> R<Cmd> {
-        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
-            self.cmds_inner(nlok)
-        })
+        crate::stack::guard(|| self.cmds_inner(nlok))
     }
 
     fn cmds_inner(&mut self, nlok: bool) -> R<Cmd> {
@@ -347,9 +345,7 @@ impl Parser {
     }
 
     fn cmd3(&mut self) -> R<Cmd> {
-        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
-            self.cmd3_inner()
-        })
+        crate::stack::guard(|| self.cmd3_inner())
     }
 
     fn cmd3_inner(&mut self) -> R<Cmd> {
@@ -570,9 +566,7 @@ impl Parser {
     }
 
     fn word1(&mut self) -> R<Word> {
-        stacker::maybe_grow(crate::exec::STACK_RED_ZONE, crate::exec::STACK_GROW, || {
-            self.word1_inner()
-        })
+        crate::stack::guard(|| self.word1_inner())
     }
 
     fn word1_inner(&mut self) -> R<Word> {

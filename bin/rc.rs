@@ -6,6 +6,11 @@
 //! costs nothing to set up.
 #![no_main]
 
+// The unwinder linked in (it is small), so that rc does not also load libgcc_s at
+// every start.
+#[link(name = "gcc_eh", kind = "static", modifiers = "+whole-archive")]
+unsafe extern "C" {}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     let argv: Vec<String> = std::env::args_os()

@@ -133,6 +133,8 @@ pub struct Mk {
     pub tick: i64,
     /// mk's variables as environment strings, for the shell kind they were made for.
     pub env_cache: Option<(shell::Kind, Vec<std::ffi::CString>)>,
+    /// Commands found in `$PATH`.
+    pub path_cache: HashMap<String, std::path::PathBuf>,
 }
 
 impl Default for shell::Shell {

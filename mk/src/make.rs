@@ -221,9 +221,12 @@ impl Mk {
     pub fn update(&mut self, fake: bool, node: NodeId) -> R<()> {
         self.madeset(node, if fake { BEINGMADE } else { MADE });
         let virt = self.nodes[node].flags & VIRTUAL != 0;
-        let exists = !virt && std::fs::symlink_metadata(&self.nodes[node].name).is_ok();
-        if exists {
-            let t = self.timeof(&self.nodes[node].name.clone(), true);
+        let t = if virt {
+            0
+        } else {
+            self.timeof(&self.nodes[node].name.clone(), true)
+        };
+        if t != 0 {
             self.nodes[node].time = t;
             self.nodes[node].flags &= !(CANPRETEND | PRETENDING);
             for i in 0..self.nodes[node].prereqs.len() {

@@ -86,16 +86,19 @@ impl Mk {
         let flags: &[&str] = if self.rules[r].attr.e { &[] } else { &["-e"] };
         let recipe = self.rules[r].recipe.to_string();
         let own = self.job_envp(&env, &shell);
+        // A one-command sh recipe with nothing for the shell to do runs without the
+        // shell, as GNU make runs such commands.
+        let direct = self
+            .direct_argv(&recipe, &env, &shell)
+            .map(|argv| (self.resolve(&argv[0]), argv));
         let base: &[CString] = self.env_cache.as_ref().map_or(&[], |(_, b)| b.as_slice());
         let envp: Vec<&std::ffi::CStr> = own
             .iter()
             .chain(base.iter())
             .map(|c| c.as_c_str())
             .collect();
-        // A one-command sh recipe with nothing for the shell to do runs without the
-        // shell, as GNU make runs such commands.
-        if let Some(argv) = self.direct_argv(&recipe, &env, &shell) {
-            if let Ok(pid) = spawn(std::path::Path::new(&argv[0]), &argv, &envp, None) {
+        if let Some((prog, argv)) = direct {
+            if let Ok(pid) = spawn(&prog, &argv, &envp, None) {
                 drop(envp);
                 self.usage();
                 self.slots[slot] = Some(Running { pid, job: j });
@@ -531,6 +534,34 @@ impl Mk {
             return None;
         }
         Some(words)
+    }
+
+    /// Where `$PATH` (mk's variable) finds a command, remembered; the name itself if
+    /// it has a `/` or is not found (then the spawn fails and sh runs the recipe, to
+    /// say so in its words).
+    fn resolve(&mut self, name: &str) -> std::path::PathBuf {
+        if name.contains('/') {
+            return std::path::PathBuf::from(name);
+        }
+        if let Some(p) = self.path_cache.get(name) {
+            return p.clone();
+        }
+        let path = self
+            .vars
+            .get("PATH")
+            .map(|v| v.join(" "))
+            .unwrap_or_default();
+        let found = path
+            .split(':')
+            .map(|d| std::path::Path::new(if d.is_empty() { "." } else { d }).join(name))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .unwrap_or_else(|| std::path::PathBuf::from(name));
+        self.path_cache.insert(name.to_string(), found.clone());
+        found
     }
 
     /// Where to find the shell's program: `rc` is ours (beside mk), else `$PATH`.

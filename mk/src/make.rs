@@ -3,7 +3,7 @@
 //! "pretend" to be as new as its prerequisites when that leaves its parent current.
 
 use crate::graph::*;
-use crate::{Failed, Job, Mk, NodeId, R};
+use crate::{Failed, Job, Mk, NodeId, R, mtime};
 
 impl Mk {
     /// Make one target.
@@ -221,10 +221,17 @@ impl Mk {
     pub fn update(&mut self, fake: bool, node: NodeId) -> R<()> {
         self.madeset(node, if fake { BEINGMADE } else { MADE });
         let virt = self.nodes[node].flags & VIRTUAL != 0;
+        // As plan9port: if the file is there, its date; for a name with `(` that is
+        // not a file (an archive member), as for a missing file, its prerequisites'.
+        let name = self.nodes[node].name.clone();
         let t = if virt {
             0
+        } else if !name.contains('(') {
+            mtime(&name)
+        } else if std::fs::symlink_metadata(&name).is_ok() {
+            self.timeof(&name, true)
         } else {
-            self.timeof(&self.nodes[node].name.clone(), true)
+            0
         };
         if t != 0 {
             self.nodes[node].time = t;

@@ -128,6 +128,9 @@ pub struct Mk {
     pub default_shell: Option<shell::Shell>,
     /// `-dp`: show what was read.
     pub dparse: bool,
+    /// `-dg`: show each graph; `-de`: show jobs as they start and end.
+    pub dgraph: bool,
+    pub dexec: bool,
     /// `-u`: seconds spent with each number of jobs running, and when last counted.
     pub tslot: Vec<i64>,
     pub tick: i64,
@@ -311,9 +314,10 @@ impl Mk {
             match a.chars().nth(1) {
                 Some('a') => self.aflag = true,
                 Some('d') => {
-                    if a.len() == 2 || a[2..].contains('p') {
-                        self.dparse = true;
-                    }
+                    let all = a.len() == 2;
+                    self.dparse |= all || a[2..].contains('p');
+                    self.dgraph |= all || a[2..].contains('g');
+                    self.dexec |= all || a[2..].contains('e');
                 }
                 Some('e') => self.explain = true,
                 Some('f') => {

@@ -12,6 +12,13 @@ impl Mk {
         self.nrep();
         self.runerrs = 0;
         let node = self.graph(target)?;
+        if self.dgraph {
+            let mut out = format!("nreps = {}\nnew target\n", self.nreps);
+            let mut seen = vec![false; self.nodes.len()];
+            self.dump_node(node, "", &mut out, &mut seen);
+            self.bprint(&out);
+            self.flush();
+        }
         let mut seen = vec![false; self.nodes.len()];
         self.clrmade(node, &mut seen);
         let mut did = false;
@@ -35,6 +42,35 @@ impl Mk {
             self.bprint(&format!("mk: '{}' is up to date\n", self.nodes[node].name));
         }
         Ok(())
+    }
+
+    /// `-dg`: a node, its date and flags, and (once) what it depends on.
+    fn dump_node(&self, n: NodeId, indent: &str, out: &mut String, seen: &mut Vec<bool>) {
+        let node = &self.nodes[n];
+        out.push_str(&format!(
+            "{indent}{}: time={} flags=0x{:x}\n",
+            node.name,
+            secs(node.time),
+            node.flags
+        ));
+        if seen[n] {
+            return;
+        }
+        seen[n] = true;
+        for a in &node.prereqs {
+            let r = &self.rules[a.r];
+            out.push_str(&format!(
+                "{indent}    arc: rule {}:{} stem='{}'",
+                r.file, r.line, a.stem
+            ));
+            if let Some(p) = &a.prog {
+                out.push_str(&format!(" prog='{p}'"));
+            }
+            out.push('\n');
+            if let Some(m) = a.n {
+                self.dump_node(m, &format!("{indent}        "), out, seen);
+            }
+        }
     }
 
     fn clrmade(&mut self, n: NodeId, seen: &mut Vec<bool>) {

@@ -54,6 +54,13 @@ impl Mk {
             return Ok(());
         };
         let slot = self.slots.iter().position(|s| s.is_none()).unwrap_or(0);
+        if self.dexec {
+            self.flush();
+            self.fprint1(&format!(
+                "firing up job for target {}\n",
+                j.targets.join(" ")
+            ));
+        }
         let env = self.buildenv(&j, slot);
         let r = j.rule;
         let text = self.shprint(
@@ -101,6 +108,9 @@ impl Mk {
             if let Ok(pid) = spawn(&prog, &argv, &envp, None) {
                 drop(envp);
                 self.usage();
+                if self.dexec {
+                    self.fprint1(&format!("pid for target {} = {pid}\n", j.targets.join(" ")));
+                }
                 self.slots[slot] = Some(Running { pid, job: j });
                 return Ok(());
             }
@@ -108,6 +118,9 @@ impl Mk {
         match self.execsh(&shell, flags, &recipe, &envp) {
             Ok(pid) => {
                 self.usage();
+                if self.dexec {
+                    self.fprint1(&format!("pid for target {} = {pid}\n", j.targets.join(" ")));
+                }
                 self.slots[slot] = Some(Running { pid, job: j });
                 Ok(())
             }
@@ -157,6 +170,10 @@ impl Mk {
                 continue;
             };
             self.usage();
+            if self.dexec {
+                let msg = status_text(st).unwrap_or_default();
+                self.fprint1(&format!("waitup got pid={pid}, status='{msg}'\n"));
+            }
             let Some(run) = self.slots[slot].take() else {
                 continue;
             };
@@ -218,6 +235,9 @@ impl Mk {
             .map(|s| atoi(s))
             .unwrap_or(0);
         self.nproclimit = n.max(1) as usize;
+        if self.dexec {
+            self.fprint1(&format!("nprocs = {}\n", self.nproclimit));
+        }
         while self.slots.len() < self.nproclimit {
             self.slots.push(None);
         }

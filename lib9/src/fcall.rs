@@ -839,13 +839,17 @@ pub fn decode(frame: Bytes, max: u32) -> Result<Msg, ProtoError> {
     Ok(Msg { tag, body })
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl Reader<'_> {
-    fn span(&mut self, n: usize, what: &'static str) -> Result<(usize, usize), ProtoError> {
+    pub(crate) fn span(
+        &mut self,
+        n: usize,
+        what: &'static str,
+    ) -> Result<(usize, usize), ProtoError> {
         let start = self.pos;
         let end = start.checked_add(n).ok_or(ProtoError::Truncated(what))?;
         if end > self.b.len() {
@@ -854,33 +858,33 @@ impl Reader<'_> {
         self.pos = end;
         Ok((start, end))
     }
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], ProtoError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], ProtoError> {
         let (s, e) = self.span(n, what)?;
         Ok(&self.b[s..e])
     }
-    fn u8(&mut self, what: &'static str) -> Result<u8, ProtoError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, ProtoError> {
         Ok(self.take(1, what)?[0])
     }
-    fn u16(&mut self, what: &'static str) -> Result<u16, ProtoError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, ProtoError> {
         let mut s = self.take(2, what)?;
         Ok(s.get_u16_le())
     }
-    fn u32(&mut self, what: &'static str) -> Result<u32, ProtoError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, ProtoError> {
         let mut s = self.take(4, what)?;
         Ok(s.get_u32_le())
     }
-    fn u64(&mut self, what: &'static str) -> Result<u64, ProtoError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, ProtoError> {
         let mut s = self.take(8, what)?;
         Ok(s.get_u64_le())
     }
-    fn qid(&mut self) -> Result<Qid, ProtoError> {
+    pub(crate) fn qid(&mut self) -> Result<Qid, ProtoError> {
         Ok(Qid {
             ty: self.u8("qid")?,
             vers: self.u32("qid")?,
             path: self.u64("qid")?,
         })
     }
-    fn string(&mut self, what: &'static str) -> Result<String, ProtoError> {
+    pub(crate) fn string(&mut self, what: &'static str) -> Result<String, ProtoError> {
         let n = self.u16(what)? as usize;
         let s = self.take(n, what)?;
         if s.contains(&0) {
@@ -921,7 +925,7 @@ impl Reader<'_> {
         }
         Ok(st)
     }
-    fn finish(&self) -> Result<(), ProtoError> {
+    pub(crate) fn finish(&self) -> Result<(), ProtoError> {
         if self.pos != self.b.len() {
             return Err(ProtoError::Trailing(self.b.len() - self.pos));
         }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod dial;
 pub mod errstr;
 pub mod fcall;
+pub mod fcall_l;
 pub mod ns;
 pub mod server;
 pub mod wire;

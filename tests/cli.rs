@@ -204,7 +204,7 @@ fn servers_post_go_background_and_unpost() {
     );
     assert!(!ns.svc("x").exists());
     // Every binary has --help.
-    for b in [RAMFS, EXPORTFS, SRV, NINEP] {
+    for b in [RAMFS, EXPORTFS, SRV, NINEP, env!("CARGO_BIN_EXE_9pfuse")] {
         let o = run_with_input(Command::new(b).arg("--help").stdin(Stdio::null()), None);
         assert!(o.status.success(), "{b} --help");
         assert!(!o.stdout.is_empty());

@@ -7,5 +7,6 @@
 
 pub mod daemon;
 pub mod exportfs;
+pub mod fuse;
 pub mod mux;
 pub mod ramfs;

@@ -1,0 +1,93 @@
+//! 9pfuse: mount a 9P service through FUSE. See docs/9pfuse.md.
+
+use clap::Parser;
+use lib9::client::Client;
+
+/// Mount a 9P service on a directory, through FUSE, so that every program sees its
+/// files (docs/9pfuse.md).
+///
+/// ADDR is a dial string (tcp!host!port, unix!/path) or the name of a service posted in
+/// $NAMESPACE. 9pfuse stays in the foreground and unmounts when it is interrupted or
+/// terminated, or when the server hangs up.
+#[derive(Parser)]
+#[command(name = "9pfuse", version)]
+struct Args {
+    /// Let the kernel cache pages, names and attributes (for disk-like trees)
+    #[arg(short = 'c')]
+    cache: bool,
+    /// Attach to this tree of the service
+    #[arg(short = 'A', value_name = "aname", default_value = "")]
+    aname: String,
+    /// Mount options, separated by commas (ro, rw, default_permissions, ...)
+    #[arg(short = 'o', value_name = "opts")]
+    opts: Option<String>,
+    /// The service
+    addr: String,
+    /// Where to mount it
+    mountpoint: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal(&format!("runtime: {e}")),
+    };
+    let (client, root) = match rt.block_on(async {
+        let c = Client::dial(&args.addr).await?;
+        let root = c.attach(&lib9::ns::user(), &args.aname).await?;
+        Ok::<_, lib9::client::Error>((c, root))
+    }) {
+        Ok(x) => x,
+        Err(e) => fatal(&format!("{}: {e}", args.addr)),
+    };
+    let mut options = vec![
+        fuser::MountOption::FSName(args.addr.clone()),
+        fuser::MountOption::Subtype("9pfuse".into()),
+    ];
+    for o in args
+        .opts
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        options.push(match o {
+            "ro" => fuser::MountOption::RO,
+            "rw" => fuser::MountOption::RW,
+            "default_permissions" => fuser::MountOption::DefaultPermissions,
+            other => fuser::MountOption::CUSTOM(other.to_string()),
+        });
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    let bridge = srv::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), args.cache);
+    let session = match fuser::spawn_mount(bridge, &args.mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("mount {}: {e}", args.mountpoint)),
+    };
+    // Until a signal, or the server hangs up.
+    let why = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
+            _ = async { match hup.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
+            _ = client.hungup() => Some("server hung up"),
+        }
+    });
+    drop(session);
+    if let Some(why) = why {
+        eprintln!("9pfuse: {}: {why}", args.addr);
+        std::process::exit(1);
+    }
+}
+
+fn fatal(msg: &str) -> ! {
+    eprintln!("9pfuse: {msg}");
+    std::process::exit(1);
+}

@@ -1,0 +1,629 @@
+//! The 9P-to-FUSE bridge: a 9P service as an ordinary directory (see docs/9pfuse.md).
+//!
+//! Each inode the kernel knows is a walked fid on the server, its number the file's
+//! qid.path (shifted by 2, so that the root is FUSE's inode 1); `forget` clunks it.
+//! Each open file is a fid of its own, opened with the access asked for. Requests are
+//! answered from tasks on a tokio runtime, so many are in flight at once; a 9P error
+//! becomes the errno lib9 maps it to.
+
+use bytes::Bytes;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use lib9::fcall::{DMDIR, ORDWR, OREAD, OTRUNC, OWRITE, QTAPPEND, QTDIR, QTEXCL, Stat};
+use lib9::{Client, Fid};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the kernel may keep names and attributes (none without `-c`).
+fn ttl(cache: bool) -> Duration {
+    if cache {
+        Duration::from_secs(1)
+    } else {
+        Duration::ZERO
+    }
+}
+
+struct Inode {
+    fid: Arc<Fid>,
+    nlookup: u64,
+}
+
+/// A directory's entries, read when the listing starts.
+type Listing = Arc<Vec<Stat>>;
+
+struct Handle {
+    fid: Arc<Fid>,
+    entries: Option<Listing>,
+}
+
+struct Inner {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    inodes: Mutex<HashMap<u64, Inode>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: Mutex<u64>,
+    cache: bool,
+    uid: u32,
+    gid: u32,
+}
+
+/// The FUSE file system serving one 9P attach.
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+fn ino_of(path: u64) -> u64 {
+    path.wrapping_add(2)
+}
+
+fn errno(e: &lib9::client::Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+impl Bridge {
+    /// A bridge to `root` (an attached fid) of `client`; requests run on `rt`.
+    pub fn new(client: Client, root: Fid, rt: tokio::runtime::Handle, cache: bool) -> Bridge {
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            1,
+            Inode {
+                fid: Arc::new(root),
+                nlookup: 1,
+            },
+        );
+        Bridge {
+            inner: Arc::new(Inner {
+                client,
+                rt,
+                inodes: Mutex::new(inodes),
+                handles: Mutex::new(HashMap::new()),
+                next_fh: Mutex::new(1),
+                cache,
+                // SAFETY: getuid and getgid cannot fail.
+                uid: unsafe { libc::getuid() },
+                // SAFETY: as above.
+                gid: unsafe { libc::getgid() },
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn fid(&self, ino: INodeNo) -> Option<Arc<Fid>> {
+        self.inodes
+            .lock()
+            .ok()?
+            .get(&ino.0)
+            .map(|i| Arc::clone(&i.fid))
+    }
+
+    fn handle(&self, fh: FileHandle) -> Option<(Arc<Fid>, Option<Listing>)> {
+        let h = self.handles.lock().ok()?;
+        h.get(&fh.0)
+            .map(|h| (Arc::clone(&h.fid), h.entries.clone()))
+    }
+
+    fn new_handle(&self, fid: Fid) -> u64 {
+        let fh = match self.next_fh.lock() {
+            Ok(mut n) => {
+                *n += 1;
+                *n
+            }
+            Err(_) => 0,
+        };
+        if let Ok(mut h) = self.handles.lock() {
+            h.insert(
+                fh,
+                Handle {
+                    fid: Arc::new(fid),
+                    entries: None,
+                },
+            );
+        }
+        fh
+    }
+
+    fn attr(&self, ino: u64, st: &Stat) -> FileAttr {
+        let t = |s: u32| UNIX_EPOCH + Duration::from_secs(s as u64);
+        let dir = st.qid.ty & QTDIR != 0;
+        FileAttr {
+            ino: INodeNo(ino),
+            size: st.length,
+            blocks: st.length.div_ceil(512),
+            atime: t(st.atime),
+            mtime: t(st.mtime),
+            ctime: t(st.mtime),
+            crtime: t(st.mtime),
+            kind: if dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            },
+            perm: (st.mode & 0o777) as u16,
+            nlink: if dir { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 8192,
+            flags: 0,
+        }
+    }
+
+    /// Walk `name` from `parent` and remember the result as an inode (or count one
+    /// more lookup of an inode already known).
+    async fn lookup(&self, parent: INodeNo, name: &str) -> Result<FileAttr, Errno> {
+        let pfid = self.fid(parent).ok_or(Errno::ENOENT)?;
+        let fid = pfid
+            .walk_names(&[name.to_string()])
+            .await
+            .map_err(|e| errno(&e))?;
+        let st = fid.stat().await.map_err(|e| errno(&e))?;
+        let ino = ino_of(st.qid.path);
+        if let Ok(mut m) = self.inodes.lock() {
+            match m.get_mut(&ino) {
+                // The newest walk is kept: an older fid may name the file by a name it
+                // no longer has (after a rename).
+                Some(i) => {
+                    i.nlookup += 1;
+                    i.fid = Arc::new(fid);
+                }
+                None => {
+                    m.insert(
+                        ino,
+                        Inode {
+                            fid: Arc::new(fid),
+                            nlookup: 1,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(self.attr(ino, &st))
+    }
+}
+
+/// Run a request's work on the runtime and answer from there.
+macro_rules! spawn {
+    ($self:ident, |$inner:ident| $body:expr) => {{
+        let $inner = Arc::clone(&$self.inner);
+        let rt = $inner.rt.clone();
+        rt.spawn(async move { $body });
+    }};
+}
+
+impl Filesystem for Bridge {
+    /// Writes as big as one 9P message carries, reads ahead as much, and many
+    /// requests outstanding at once.
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        let iounit = self.inner.client.iounit();
+        let _ = config
+            .set_max_write(iounit)
+            .or_else(|max| config.set_max_write(max));
+        let _ = config
+            .set_max_readahead(iounit)
+            .or_else(|max| config.set_max_readahead(max));
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_string_lossy().into_owned();
+        spawn!(self, |inner| match inner.lookup(parent, &name).await {
+            Ok(a) => reply.entry(&ttl(inner.cache), &a, Generation(0)),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 == 1 {
+            return;
+        }
+        if let Ok(mut m) = self.inner.inodes.lock() {
+            if let Some(i) = m.get_mut(&ino.0) {
+                i.nlookup = i.nlookup.saturating_sub(nlookup);
+                if i.nlookup == 0 {
+                    // Dropping the last reference clunks the fid.
+                    m.remove(&ino.0);
+                }
+            }
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        spawn!(self, |inner| {
+            let Some(fid) = inner.fid(ino) else {
+                return reply.error(Errno::ENOENT);
+            };
+            match fid.stat().await {
+                Ok(st) => reply.attr(&ttl(inner.cache), &inner.attr(ino.0, &st)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        spawn!(self, |inner| {
+            let Some(fid) = inner.fid(ino) else {
+                return reply.error(Errno::ENOENT);
+            };
+            let mut st = Stat::dont_touch();
+            if let Some(m) = mode {
+                let old = match fid.stat().await {
+                    Ok(s) => s.mode,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                st.mode = (old & !0o777) | (m & 0o777);
+            }
+            if let Some(s) = size {
+                st.length = s;
+            }
+            if let Some(t) = mtime {
+                let when = match t {
+                    TimeOrNow::SpecificTime(t) => t,
+                    TimeOrNow::Now => SystemTime::now(),
+                };
+                st.mtime = when
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as u32);
+            }
+            if let Err(e) = fid.wstat(&st).await {
+                return reply.error(errno(&e));
+            }
+            match fid.stat().await {
+                Ok(st) => reply.attr(&ttl(inner.cache), &inner.attr(ino.0, &st)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name.to_string_lossy().into_owned();
+        spawn!(self, |inner| {
+            let Some(pfid) = inner.fid(parent) else {
+                return reply.error(Errno::ENOENT);
+            };
+            let mut f = match pfid.walk_names(&[]).await {
+                Ok(f) => f,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if let Err(e) = f
+                .create(&name, DMDIR | (mode & !umask & 0o777), OREAD)
+                .await
+            {
+                return reply.error(errno(&e));
+            }
+            drop(f);
+            match inner.lookup(parent, &name).await {
+                Ok(a) => reply.entry(&ttl(inner.cache), &a, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // 9P renames only within a directory (wstat of the name).
+        if parent != newparent {
+            return reply.error(Errno::EXDEV);
+        }
+        let (name, newname) = (
+            name.to_string_lossy().into_owned(),
+            newname.to_string_lossy().into_owned(),
+        );
+        spawn!(self, |inner| {
+            let Some(pfid) = inner.fid(parent) else {
+                return reply.error(Errno::ENOENT);
+            };
+            // Plan 9 refuses to rename onto an existing name; Linux replaces it.
+            if let Ok(old) = pfid.walk_names(std::slice::from_ref(&newname)).await {
+                if let Err(e) = old.remove().await {
+                    return reply.error(errno(&e));
+                }
+            }
+            let f = match pfid.walk_names(&[name]).await {
+                Ok(f) => f,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let mut st = Stat::dont_touch();
+            st.name = newname;
+            match f.wstat(&st).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut mode = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => OREAD,
+            OpenAccMode::O_WRONLY => OWRITE,
+            OpenAccMode::O_RDWR => ORDWR,
+        };
+        if flags.0 & libc::O_TRUNC != 0 {
+            mode |= OTRUNC;
+        }
+        spawn!(self, |inner| {
+            let Some(fid) = inner.fid(ino) else {
+                return reply.error(Errno::ENOENT);
+            };
+            let mut f = match fid.walk_names(&[]).await {
+                Ok(f) => f,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if let Err(e) = f.open(mode).await {
+                return reply.error(errno(&e));
+            }
+            // Files that are not disk-like (no length, append-only, exclusive) are
+            // read and written through to the server, never from the page cache.
+            let q = f.qid();
+            let synthetic = q.ty & (QTAPPEND | QTEXCL) != 0;
+            let direct = !inner.cache || synthetic;
+            let fh = inner.new_handle(f);
+            reply.opened(
+                FileHandle(fh),
+                if direct {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    FopenFlags::empty()
+                },
+            );
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        spawn!(self, |inner| {
+            let Some((fid, _)) = inner.handle(fh) else {
+                return reply.error(Errno::EBADF);
+            };
+            // A read may come back short of what was asked; FUSE wants it whole
+            // (but at the end of the file).
+            let mut out: Vec<u8> = Vec::new();
+            while (out.len() as u32) < size {
+                match fid
+                    .read(offset + out.len() as u64, size - out.len() as u32)
+                    .await
+                {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(b) => out.extend_from_slice(&b),
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
+            reply.data(&out);
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = Bytes::copy_from_slice(data);
+        spawn!(self, |inner| {
+            let Some((fid, _)) = inner.handle(fh) else {
+                return reply.error(Errno::EBADF);
+            };
+            let n = data.len();
+            match fid.write_all(offset, data, 4).await {
+                Ok(()) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Ok(mut h) = self.inner.handles.lock() {
+            h.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.open(req, ino, OpenFlags(libc::O_RDONLY), reply);
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        spawn!(self, |inner| {
+            let Some((fid, entries)) = inner.handle(fh) else {
+                return reply.error(Errno::EBADF);
+            };
+            let entries = match entries {
+                Some(e) if offset > 0 => e,
+                _ => match fid.readdir().await {
+                    Ok(v) => {
+                        let v = Arc::new(v);
+                        if let Ok(mut h) = inner.handles.lock() {
+                            if let Some(h) = h.get_mut(&fh.0) {
+                                h.entries = Some(Arc::clone(&v));
+                            }
+                        }
+                        v
+                    }
+                    Err(e) => return reply.error(errno(&e)),
+                },
+            };
+            // `.` and `..` first, then the server's entries.
+            let mut all: Vec<(u64, FileType, String)> = vec![
+                (ino.0, FileType::Directory, ".".into()),
+                (ino.0, FileType::Directory, "..".into()),
+            ];
+            for st in entries.iter() {
+                let kind = if st.qid.ty & QTDIR != 0 {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                all.push((ino_of(st.qid.path), kind, st.name.clone()));
+            }
+            for (i, (n, kind, name)) in all.into_iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(n), (i + 1) as u64, kind, &name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        if let Ok(mut h) = self.inner.handles.lock() {
+            h.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let bsize = self.inner.client.iounit().max(512);
+        reply.statfs(0, 0, 0, 0, 0, bsize, 255, bsize);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name.to_string_lossy().into_owned();
+        let omode = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => OWRITE,
+            libc::O_RDWR => ORDWR,
+            _ => OREAD,
+        };
+        spawn!(self, |inner| {
+            let Some(pfid) = inner.fid(parent) else {
+                return reply.error(Errno::ENOENT);
+            };
+            let mut f = match pfid.walk_names(&[]).await {
+                Ok(f) => f,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if let Err(e) = f.create(&name, mode & !umask & 0o777, omode).await {
+                return reply.error(errno(&e));
+            }
+            let attr = match inner.lookup(parent, &name).await {
+                Ok(a) => a,
+                Err(e) => return reply.error(e),
+            };
+            let fh = inner.new_handle(f);
+            let direct = if inner.cache {
+                FopenFlags::empty()
+            } else {
+                FopenFlags::FOPEN_DIRECT_IO
+            };
+            reply.created(
+                &ttl(inner.cache),
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                direct,
+            );
+        });
+    }
+}
+
+impl Bridge {
+    fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_string_lossy().into_owned();
+        spawn!(self, |inner| {
+            let Some(pfid) = inner.fid(parent) else {
+                return reply.error(Errno::ENOENT);
+            };
+            let f = match pfid.walk_names(&[name]).await {
+                Ok(f) => f,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            match f.remove().await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}

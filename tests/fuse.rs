@@ -1,0 +1,238 @@
+//! 9pfuse: ramfs and exportfs mounted through FUSE, used with ordinary file calls; a
+//! server that goes away takes the mount with it.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NINEPFUSE: &str = env!("CARGO_BIN_EXE_9pfuse");
+
+/// Is `dir` a mount point (a FUSE one)?
+fn mounted(dir: &Path) -> bool {
+    let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let d = dir.to_string_lossy();
+    m.lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*d) && l.contains("fuse"))
+}
+
+/// A running 9pfuse, stopped and unmounted when dropped.
+struct Mount {
+    child: Child,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(ns: &Ns, addr: &str, extra: &[&str]) -> Option<Mount> {
+        if !Path::new("/dev/fuse").exists() {
+            if std::env::var("NINESPACE_REQUIRE_PEERS").as_deref() == Ok("1") {
+                panic!("/dev/fuse is missing");
+            }
+            eprintln!("skipped: no /dev/fuse");
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("m");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let child = ns
+            .cmd(NINEPFUSE)
+            .args(extra)
+            .arg(addr)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn 9pfuse");
+        let m = Mount {
+            child,
+            dir,
+            _tmp: tmp,
+        };
+        let start = Instant::now();
+        while !mounted(&m.dir) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "9pfuse did not mount"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(m)
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .status();
+            if let Ok(c) = std::ffi::CString::new(self.dir.to_string_lossy().as_bytes()) {
+                // SAFETY: detaching a mount of ours by path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+/// Everything a program does with files, through the mount.
+fn exercise(m: &Mount) {
+    // Create, write at offsets, read back.
+    let mut f = std::fs::File::create(m.p("f")).expect("create");
+    f.write_all(b"hello, world\n").expect("write");
+    f.seek(SeekFrom::Start(7)).expect("seek");
+    f.write_all(b"there").expect("write at offset");
+    drop(f);
+    assert_eq!(
+        std::fs::read_to_string(m.p("f")).expect("read"),
+        "hello, there\n"
+    );
+    // Append, truncate.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.p("f"))
+        .expect("open append");
+    f.write_all(b"more\n").expect("append");
+    drop(f);
+    assert_eq!(
+        std::fs::read_to_string(m.p("f")).expect("read"),
+        "hello, there\nmore\n"
+    );
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("f"))
+        .expect("open");
+    f.set_len(5).expect("truncate");
+    drop(f);
+    assert_eq!(std::fs::read_to_string(m.p("f")).expect("read"), "hello");
+    assert_eq!(std::fs::metadata(m.p("f")).expect("stat").len(), 5);
+    // Directories, listing, rename, remove.
+    std::fs::create_dir(m.p("d")).expect("mkdir");
+    for i in 0..50 {
+        std::fs::write(m.p(&format!("d/x{i}")), format!("{i}")).expect("write");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(m.p("d"))
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 50);
+    assert!(names.contains(&"x7".to_string()));
+    std::fs::rename(m.p("d/x7"), m.p("d/y7")).expect("rename");
+    assert_eq!(
+        std::fs::read_to_string(m.p("d/y7")).expect("read renamed"),
+        "7"
+    );
+    assert!(!m.p("d/x7").exists());
+    // Across directories: not 9P's, EXDEV (mv copies instead).
+    let e = std::fs::rename(m.p("d/y7"), m.p("y7")).expect_err("cross-directory rename");
+    assert_eq!(e.raw_os_error(), Some(libc::EXDEV));
+    // Errors map to errnos.
+    let e = std::fs::read(m.p("nosuch")).expect_err("missing file");
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    let e = std::fs::remove_dir(m.p("d")).expect_err("non-empty directory");
+    assert!(e.raw_os_error().is_some());
+    for i in 0..50 {
+        let n = if i == 7 {
+            "d/y7".to_string()
+        } else {
+            format!("d/x{i}")
+        };
+        std::fs::remove_file(m.p(&n)).expect("unlink");
+    }
+    std::fs::remove_dir(m.p("d")).expect("rmdir");
+    std::fs::remove_file(m.p("f")).expect("unlink");
+    assert_eq!(std::fs::read_dir(&m.dir).expect("readdir").count(), 0);
+    // Many files open at once.
+    let mut open = Vec::new();
+    for i in 0..100 {
+        let mut f = std::fs::File::create(m.p(&format!("o{i}"))).expect("create");
+        f.write_all(format!("{i}").as_bytes()).expect("write");
+        open.push(f);
+    }
+    drop(open);
+    for i in 0..100 {
+        let mut s = String::new();
+        std::fs::File::open(m.p(&format!("o{i}")))
+            .expect("open")
+            .read_to_string(&mut s)
+            .expect("read");
+        assert_eq!(s, format!("{i}"));
+    }
+}
+
+#[test]
+fn ramfs_through_fuse() {
+    let ns = Ns::new();
+    let _srv = start_posted(&ns, RAMFS, "ram", &[]);
+    let Some(m) = Mount::new(&ns, "ram", &[]) else {
+        return;
+    };
+    exercise(&m);
+}
+
+#[test]
+fn exportfs_through_fuse() {
+    let ns = Ns::new();
+    let tree = tempfile::tempdir().expect("tempdir");
+    let root = tree.path().to_string_lossy().into_owned();
+    let _srv = start_posted(&ns, EXPORTFS, "exp", &[&root]);
+    let Some(m) = Mount::new(&ns, "exp", &[]) else {
+        return;
+    };
+    exercise(&m);
+    // What went through the mount is on the disk.
+    std::fs::write(m.p("ondisk"), "via fuse").expect("write");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("ondisk")).expect("read"),
+        "via fuse"
+    );
+}
+
+/// When the server goes, 9pfuse says so, unmounts and exits; nothing hangs.
+#[test]
+fn server_gone_takes_the_mount_down() {
+    let ns = Ns::new();
+    let mut srv = start_posted(&ns, RAMFS, "ram", &[]);
+    let Some(mut m) = Mount::new(&ns, "ram", &[]) else {
+        return;
+    };
+    std::fs::write(m.p("f"), "x").expect("write");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(srv.pid(), libc::SIGKILL) };
+    let _ = srv.child.wait();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(st)) = m.child.try_wait() {
+            assert!(!st.success(), "9pfuse exit status {st:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "9pfuse did not notice the server going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!mounted(&m.dir), "the mount stayed");
+}

@@ -81,9 +81,44 @@ fn main() {
         }
     });
     drop(session);
+    // If a program still holds something open there, the unmount above failed: let
+    // the mount go now and vanish when they let go, rather than stay, dead.
+    lazy_unmount(&args.mountpoint, &args.addr);
     if let Some(why) = why {
         eprintln!("9pfuse: {}: {why}", args.addr);
         std::process::exit(1);
+    }
+}
+
+/// Detach the mount on `dir` if the topmost one there is ours (FUSE, named after the
+/// service).
+fn lazy_unmount(dir: &str, source: &str) {
+    let Ok(path) = std::fs::canonicalize(dir).map(|p| p.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Fields: id parent major:minor root mountpoint options ... - fstype source ...
+    let top = info
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(path.as_str()))
+        .last();
+    let ours = top.is_some_and(|l| {
+        let mut f = l.split(" - ").nth(1).unwrap_or("").split(' ');
+        let (ty, src) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        ty.starts_with("fuse") && src == source
+    });
+    if !ours {
+        return;
+    }
+    let Ok(c) = std::ffi::CString::new(path.as_str()) else {
+        return;
+    };
+    // SAFETY: detaching a mount by path; harmless if there is none.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z", path.as_str()])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

@@ -236,3 +236,119 @@ fn server_gone_takes_the_mount_down() {
     }
     assert!(!mounted(&m.dir), "the mount stayed");
 }
+
+/// A server that answers the version and attach properly, then sends garbage: 9pfuse
+/// reports it and unmounts (or never mounts); nothing hangs.
+#[test]
+fn garbage_from_the_server() {
+    use lib9::fcall::{self, Fcall, Msg, QTDIR, Qid, Stat};
+    let ns = Ns::new();
+    let sock = ns.svc("junk");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let server = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut answered = 0;
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                return;
+            }
+            let n = u32::from_le_bytes(len) as usize;
+            let mut rest = vec![0u8; n.saturating_sub(4)];
+            if s.read_exact(&mut rest).is_err() {
+                return;
+            }
+            let mut frame = len.to_vec();
+            frame.extend(rest);
+            let Ok(m) = fcall::decode(bytes::Bytes::from(frame), fcall::MAX_MSIZE) else {
+                return;
+            };
+            let root = Qid {
+                ty: QTDIR,
+                vers: 0,
+                path: 1,
+            };
+            let reply = match (&m.body, answered) {
+                (Fcall::Tversion { msize, .. }, _) => Fcall::Rversion {
+                    msize: *msize,
+                    version: "9P2000".into(),
+                },
+                (Fcall::Tattach { .. }, _) => Fcall::Rattach { qid: root },
+                (Fcall::Tstat { .. }, 0) => {
+                    answered += 1;
+                    Fcall::Rstat {
+                        stat: Stat {
+                            ty: 0,
+                            dev: 0,
+                            qid: root,
+                            mode: fcall::DMDIR | 0o755,
+                            atime: 0,
+                            mtime: 0,
+                            length: 0,
+                            name: "/".into(),
+                            uid: "u".into(),
+                            gid: "u".into(),
+                            muid: "u".into(),
+                        },
+                    }
+                }
+                _ => {
+                    // A reply of a made-up type, and then more nonsense.
+                    let _ = s.write_all(&[9, 0, 0, 0, 0xee, 0, 0, 1, 2]);
+                    let _ = s.write_all(b"\xff\xff\xff\x7fjunk");
+                    return;
+                }
+            };
+            let Ok(b) = Msg::new(m.tag, reply).to_bytes() else {
+                return;
+            };
+            if s.write_all(&b).is_err() {
+                return;
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("m");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let mut child = ns
+        .cmd(NINEPFUSE)
+        .arg("junk")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Whatever the kernel asks first gets garbage back; then 9pfuse must end.
+    let start = Instant::now();
+    let status = loop {
+        // Touch the mount (if it is there) so that requests reach the server.
+        let d = dir.clone();
+        std::thread::spawn(move || {
+            let _ = std::fs::read_dir(&d).map(|r| r.count());
+        });
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Ok(c) = std::ffi::CString::new(dir.to_string_lossy().as_bytes()) {
+                // SAFETY: detaching our own mount.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+            panic!("9pfuse did not end after garbage from the server");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(err.starts_with("9pfuse: junk:"), "{err:?}");
+    assert!(!mounted(&dir), "the mount stayed");
+    let _ = server.join();
+}

@@ -100,8 +100,8 @@ fn lazy_unmount(dir: &str, source: &str) {
     // Fields: id parent major:minor root mountpoint options ... - fstype source ...
     let top = info
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(path.as_str()))
-        .last();
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(path.as_str()));
     let ours = top.is_some_and(|l| {
         let mut f = l.split(" - ").nth(1).unwrap_or("").split(' ');
         let (ty, src) = (f.next().unwrap_or(""), f.next().unwrap_or(""));

@@ -164,6 +164,37 @@ fn exercise(m: &Mount) {
     std::fs::remove_dir(m.p("d")).expect("rmdir");
     std::fs::remove_file(m.p("f")).expect("unlink");
     assert_eq!(std::fs::read_dir(&m.dir).expect("readdir").count(), 0);
+    // A bigger file read straight through in pieces (reads are started early) and
+    // then changed in the middle through the same handle.
+    let big: Vec<u8> = (0..(3 << 20) + 1234)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(m.p("big"), &big).expect("write big");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("big"))
+        .expect("open big");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = f.read(&mut buf).expect("read big");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.len() == 1 << 20 {
+            // Change what the next reads will see.
+            f.write_all(&[0xaa; 100]).expect("write in the middle");
+            f.seek(SeekFrom::Start(1 << 20)).expect("seek back");
+        }
+    }
+    let mut want = big.clone();
+    want[1 << 20..(1 << 20) + 100].fill(0xaa);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the file read back differs");
+    drop(f);
+    std::fs::remove_file(m.p("big")).expect("unlink big");
     // Many files open at once.
     let mut open = Vec::new();
     for i in 0..100 {

@@ -36,9 +36,16 @@ struct Inode {
 /// A directory's entries, read when the listing starts.
 type Listing = Arc<Vec<Stat>>;
 
+/// A read started before it was asked for: its offset, its count and its result.
+type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Vec<u8>, Errno>>);
+
 struct Handle {
     fid: Arc<Fid>,
     entries: Option<Listing>,
+    /// Whether the file is disk-like (not empty, not append-only or exclusive when
+    /// opened): only then is the next read started early.
+    disk: bool,
+    ahead: Option<Ahead>,
 }
 
 struct Inner {
@@ -93,7 +100,33 @@ impl Bridge {
     }
 }
 
+/// Read `size` bytes at `offset` (fewer only at the end of the file).
+async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    let mut out: Vec<u8> = Vec::with_capacity(size as usize);
+    while (out.len() as u32) < size {
+        match fid
+            .read(offset + out.len() as u64, size - out.len() as u32)
+            .await
+        {
+            Ok(b) if b.is_empty() => break,
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => return Err(errno(&e)),
+        }
+    }
+    Ok(out)
+}
+
 impl Inner {
+    /// Forget a read started early (the file is being changed). It is left to finish:
+    /// aborting it mid-flight (a Tflush) was seen to make a later request fail.
+    fn drop_ahead(&self, fh: FileHandle) {
+        if let Ok(mut h) = self.handles.lock() {
+            if let Some((_, _, j)) = h.get_mut(&fh.0).and_then(|h| h.ahead.take()) {
+                drop(j);
+            }
+        }
+    }
+
     fn fid(&self, ino: INodeNo) -> Option<Arc<Fid>> {
         self.inodes
             .lock()
@@ -109,6 +142,10 @@ impl Inner {
     }
 
     fn new_handle(&self, fid: Fid) -> u64 {
+        self.new_handle_disk(fid, false)
+    }
+
+    fn new_handle_disk(&self, fid: Fid, disk: bool) -> u64 {
         let fh = match self.next_fh.lock() {
             Ok(mut n) => {
                 *n += 1;
@@ -122,6 +159,8 @@ impl Inner {
                 Handle {
                     fid: Arc::new(fid),
                     entries: None,
+                    disk,
+                    ahead: None,
                 },
             );
         }
@@ -404,7 +443,9 @@ impl Filesystem for Bridge {
             let q = f.qid();
             let synthetic = q.ty & (QTAPPEND | QTEXCL) != 0;
             let direct = !inner.cache || synthetic;
-            let fh = inner.new_handle(f);
+            let disk =
+                !synthetic && q.ty & QTDIR == 0 && fid.stat().await.is_ok_and(|st| st.length > 0);
+            let fh = inner.new_handle_disk(f, disk);
             reply.opened(
                 FileHandle(fh),
                 if direct {
@@ -431,20 +472,54 @@ impl Filesystem for Bridge {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);
             };
-            // A read may come back short of what was asked; FUSE wants it whole
-            // (but at the end of the file).
-            let mut out: Vec<u8> = Vec::new();
-            while (out.len() as u32) < size {
-                match fid
-                    .read(offset + out.len() as u64, size - out.len() as u32)
-                    .await
-                {
-                    Ok(b) if b.is_empty() => break,
-                    Ok(b) => out.extend_from_slice(&b),
-                    Err(e) => return reply.error(errno(&e)),
+            // A read started early for exactly this offset and count is used.
+            let (early, disk) = match inner.handles.lock() {
+                Ok(mut h) => match h.get_mut(&fh.0) {
+                    Some(h) => {
+                        let a = h.ahead.take();
+                        let disk = h.disk;
+                        match a {
+                            Some((o, n, j)) if o == offset && n == size => (Some(j), disk),
+                            Some((_, _, j)) => {
+                                drop(j);
+                                (None, disk)
+                            }
+                            None => (None, disk),
+                        }
+                    }
+                    None => (None, false),
+                },
+                Err(_) => (None, false),
+            };
+            let got = match early {
+                Some(j) => match j.await {
+                    Ok(r) => r,
+                    Err(_) => read_full(&fid, offset, size).await,
+                },
+                None => read_full(&fid, offset, size).await,
+            };
+            let data = match got {
+                Ok(d) => d,
+                Err(e) => return reply.error(e),
+            };
+            let full = data.len() == size as usize;
+            reply.data(&data);
+            // Reading straight through a disk-like file: start the next read now, so
+            // that the server works while the program takes this piece.
+            if disk && full {
+                let next = offset + size as u64;
+                let f = Arc::clone(&fid);
+                let j = inner
+                    .rt
+                    .spawn(async move { read_full(&f, next, size).await });
+                if let Ok(mut h) = inner.handles.lock() {
+                    if let Some(h) = h.get_mut(&fh.0) {
+                        if let Some((_, _, old)) = h.ahead.replace((next, size, j)) {
+                            drop(old);
+                        }
+                    }
                 }
             }
-            reply.data(&out);
         });
     }
 
@@ -461,6 +536,7 @@ impl Filesystem for Bridge {
         reply: ReplyWrite,
     ) {
         let data = Bytes::copy_from_slice(data);
+        self.inner.drop_ahead(fh);
         spawn!(self, |inner| {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);

@@ -567,3 +567,44 @@ fn big_writes_land_intact() {
         }
     }
 }
+
+/// Reads dropped in flight (Tflush) against a real ramfs process leave later reads
+/// on the same fid working.
+#[test]
+fn dropped_reads_then_reads_over_a_socket() {
+    let ns = Ns::new();
+    let srv = start_posted(&ns, RAMFS, "ram", &[]);
+    let rt = rt();
+    within(&rt, 60, async {
+        let c = lib9::Client::dial(&srv.addr).await.expect("dial");
+        let root = c.attach("glenda", "").await.expect("attach");
+        let mut f = root.walk_names(&[]).await.expect("clone");
+        f.create("data", 0o644, lib9::fcall::ORDWR)
+            .await
+            .expect("create");
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(0, bytes::Bytes::from(body.clone()), 4)
+            .await
+            .expect("write");
+        let f = std::sync::Arc::new(f);
+        for round in 0..500u64 {
+            let g = std::sync::Arc::clone(&f);
+            let off = (round * 997) % 150_000;
+            let h = tokio::spawn(async move { g.read(off, 8192).await });
+            if round % 3 != 0 {
+                tokio::task::yield_now().await;
+            }
+            h.abort();
+            let _ = h.await;
+            let got = f
+                .read(off, 100)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: read after a dropped read: {e}"));
+            assert_eq!(
+                &got[..],
+                &body[off as usize..off as usize + 100],
+                "round {round}"
+            );
+        }
+    });
+}

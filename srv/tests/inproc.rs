@@ -667,3 +667,42 @@ fn mux_translates_fids_and_cleans_up_after_clients() {
         assert_eq!(stats.fids.load(Ordering::SeqCst), 1);
     });
 }
+
+/// Reads whose futures are dropped while in flight (each sends a Tflush) leave the
+/// fid and the connection fit for the reads after them.
+#[test]
+fn reads_dropped_in_flight_do_not_spoil_later_reads() {
+    let rt = rt();
+    within(&rt, 60, async {
+        let server = Server::new(RamFs::new("glenda", 1 << 30));
+        let c = client(&server).await;
+        let root = c.attach("glenda", "").await.expect("attach");
+        let mut f = root.walk_names(&[]).await.expect("clone");
+        f.create("data", 0o644, ORDWR).await.expect("create");
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(0, Bytes::from(body.clone()), 4)
+            .await
+            .expect("write");
+        let f = Arc::new(f);
+        for round in 0..500u64 {
+            let g = Arc::clone(&f);
+            let off = (round * 997) % 150_000;
+            let h = tokio::spawn(async move { g.read(off, 8192).await });
+            // Let it get onto the wire (or not), then give it up.
+            if round % 3 != 0 {
+                tokio::task::yield_now().await;
+            }
+            h.abort();
+            let _ = h.await;
+            let got = f
+                .read(off, 100)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: read after a dropped read: {e}"));
+            assert_eq!(
+                &got[..],
+                &body[off as usize..off as usize + 100],
+                "round {round}"
+            );
+        }
+    });
+}

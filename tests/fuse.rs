@@ -103,6 +103,7 @@ fn exercise(m: &Mount) {
     f.write_all(b"hello, world\n").expect("write");
     f.seek(SeekFrom::Start(7)).expect("seek");
     f.write_all(b"there").expect("write at offset");
+    f.sync_all().expect("fsync");
     drop(f);
     assert_eq!(
         std::fs::read_to_string(m.p("f")).expect("read"),

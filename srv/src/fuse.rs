@@ -549,6 +549,43 @@ impl Filesystem for Bridge {
         });
     }
 
+    /// A close: nothing to send (writes are not buffered here).
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    /// `fsync`: a wstat that changes nothing, which asks a Plan 9 server to commit
+    /// the file to stable storage.
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        spawn!(self, |inner| {
+            let fid = match inner.handle(fh) {
+                Some((f, _)) => f,
+                None => match inner.fid(ino) {
+                    Some(f) => f,
+                    None => return reply.error(Errno::EBADF),
+                },
+            };
+            match fid.wstat(&Stat::dont_touch()).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
     fn release(
         &self,
         _req: &Request,

@@ -788,14 +788,25 @@ impl Filesystem for ExportFs {
     }
 
     async fn wstat(&self, _c: &Caller, fid: &ExpFid, st: &Stat) -> FsResult<()> {
-        let fd = self.opath(&fid.names)?;
+        if st.is_dont_touch() {
+            if let Some(o) = &fid.open {
+                // Commit the open file to stable storage, whatever its name is by now.
+                return o.file.sync_all().map_err(Ename::from);
+            }
+        }
+        // The file itself, whatever it is called by now: a fid follows its file through
+        // renames (of it, or of a directory above it, by other fids) as in Plan 9. So
+        // the descriptor held for the fid, or the open file, and the names only when
+        // neither is there.
+        let fd = match (&fid.node, &fid.open) {
+            (Some(h), _) => h.fd.try_clone().map_err(Ename::from)?,
+            (None, Some(o)) => o.file.as_fd().try_clone_to_owned().map_err(Ename::from)?,
+            (None, None) => self.opath(&fid.names)?,
+        };
         let cur_raw = nix::sys::stat::fstat(&fd).map_err(ename_errno)?;
         let cur = self.to_stat(fid.names.last().map_or("/", String::as_str), &cur_raw);
         if st.is_dont_touch() {
-            // Commit to stable storage.
-            if let Some(o) = &fid.open {
-                o.file.sync_all().map_err(Ename::from)?;
-            }
+            // Nothing to commit for a file not open; it exists.
             return Ok(());
         }
         self.check_writable()?;
@@ -824,7 +835,14 @@ impl Filesystem for ExportFs {
         }
         // Apply, in the order least likely to leave a half-done change.
         if st.length != !0 && st.length != cur.length {
-            let f = self.openat(&rel(&fid.names), OFlag::O_WRONLY | OFlag::O_NONBLOCK, 0)?;
+            // Opened for writing again through /proc (the same file, and the same
+            // permission check as an open by name).
+            let f = nix::fcntl::open(
+                format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+                OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+                Mode::empty(),
+            )
+            .map_err(ename_errno)?;
             nix::unistd::ftruncate(&f, st.length as libc::off_t).map_err(ename_errno)?;
         }
         if st.mode != !0 && st.mode & 0o777 != cur.mode & 0o777 {

@@ -41,6 +41,9 @@ type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Vec<u8>, Errno>>);
 
 struct Handle {
     fid: Arc<Fid>,
+    /// The inode it is a handle of: a change through any handle of it, or by its
+    /// inode, drops the read started early.
+    ino: u64,
     entries: Option<Listing>,
     /// Whether the file is disk-like (not empty, not append-only or exclusive when
     /// opened): only then is the next read started early.
@@ -70,6 +73,13 @@ fn ino_of(path: u64) -> u64 {
 
 fn errno(e: &lib9::client::Error) -> Errno {
     Errno::from_i32(e.errno())
+}
+
+/// A name as 9P carries it: UTF-8. A name of other bytes cannot be one on the server;
+/// it is refused (`EINVAL`, or `ENOENT` to a lookup) rather than made into U+FFFD,
+/// which would make distinct names one.
+fn utf8(name: &OsStr) -> Option<String> {
+    name.to_str().map(str::to_owned)
 }
 
 impl Bridge {
@@ -117,12 +127,13 @@ async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Vec<u8>, Errno> 
 }
 
 impl Inner {
-    /// Forget a read started early (the file is being changed). It is left to finish:
-    /// aborting it mid-flight (a Tflush) was seen to make a later request fail.
-    fn drop_ahead(&self, fh: FileHandle) {
+    /// Forget the reads started early by the handles of `ino` (the file is being
+    /// changed, through one of them or another). They are left to finish: aborting one
+    /// mid-flight (a Tflush) was seen to make a later request fail.
+    fn drop_ahead(&self, ino: INodeNo) {
         if let Ok(mut h) = self.handles.lock() {
-            if let Some((_, _, j)) = h.get_mut(&fh.0).and_then(|h| h.ahead.take()) {
-                drop(j);
+            for h in h.values_mut().filter(|h| h.ino == ino.0) {
+                drop(h.ahead.take());
             }
         }
     }
@@ -141,11 +152,11 @@ impl Inner {
             .map(|h| (Arc::clone(&h.fid), h.entries.clone()))
     }
 
-    fn new_handle(&self, fid: Fid) -> u64 {
-        self.new_handle_disk(fid, false)
+    fn new_handle(&self, fid: Fid, ino: u64) -> u64 {
+        self.new_handle_disk(fid, ino, false)
     }
 
-    fn new_handle_disk(&self, fid: Fid, disk: bool) -> u64 {
+    fn new_handle_disk(&self, fid: Fid, ino: u64, disk: bool) -> u64 {
         let fh = match self.next_fh.lock() {
             Ok(mut n) => {
                 *n += 1;
@@ -158,6 +169,7 @@ impl Inner {
                 fh,
                 Handle {
                     fid: Arc::new(fid),
+                    ino,
                     entries: None,
                     disk,
                     ahead: None,
@@ -251,7 +263,9 @@ impl Filesystem for Bridge {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.to_string_lossy().into_owned();
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
         spawn!(self, |inner| match inner.lookup(parent, &name).await {
             Ok(a) => reply.entry(&ttl(inner.cache), &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -303,6 +317,9 @@ impl Filesystem for Bridge {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if size.is_some() {
+            self.inner.drop_ahead(ino);
+        }
         spawn!(self, |inner| {
             let Some(fid) = inner.fid(ino) else {
                 return reply.error(Errno::ENOENT);
@@ -346,7 +363,9 @@ impl Filesystem for Bridge {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let name = name.to_string_lossy().into_owned();
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
         spawn!(self, |inner| {
             let Some(pfid) = inner.fid(parent) else {
                 return reply.error(Errno::ENOENT);
@@ -391,10 +410,9 @@ impl Filesystem for Bridge {
         if parent != newparent {
             return reply.error(Errno::EXDEV);
         }
-        let (name, newname) = (
-            name.to_string_lossy().into_owned(),
-            newname.to_string_lossy().into_owned(),
-        );
+        let (Some(name), Some(newname)) = (utf8(name), utf8(newname)) else {
+            return reply.error(Errno::EINVAL);
+        };
         spawn!(self, |inner| {
             let Some(pfid) = inner.fid(parent) else {
                 return reply.error(Errno::ENOENT);
@@ -410,11 +428,23 @@ impl Filesystem for Bridge {
                 Err(e) => return reply.error(errno(&e)),
             };
             let mut st = Stat::dont_touch();
-            st.name = newname;
-            match f.wstat(&st).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+            st.name = newname.clone();
+            if let Err(e) = f.wstat(&st).await {
+                return reply.error(errno(&e));
             }
+            // A server that keeps names in its fids (exportfs, u9fs) would go on looking
+            // for the file under the old name by the inode's fid, which the kernel uses
+            // as it is (an ftruncate or fsync of a descriptor, with no lookup first):
+            // the inode's fid becomes a walk to the new name.
+            if let Ok(nf) = pfid.walk_names(&[newname]).await {
+                let ino = ino_of(nf.qid().path);
+                if let Ok(mut m) = inner.inodes.lock() {
+                    if let Some(i) = m.get_mut(&ino) {
+                        i.fid = Arc::new(nf);
+                    }
+                }
+            }
+            reply.ok()
         });
     }
 
@@ -426,6 +456,7 @@ impl Filesystem for Bridge {
         };
         if flags.0 & libc::O_TRUNC != 0 {
             mode |= OTRUNC;
+            self.inner.drop_ahead(ino);
         }
         spawn!(self, |inner| {
             let Some(fid) = inner.fid(ino) else {
@@ -445,7 +476,7 @@ impl Filesystem for Bridge {
             let direct = !inner.cache || synthetic;
             let disk =
                 !synthetic && q.ty & QTDIR == 0 && fid.stat().await.is_ok_and(|st| st.length > 0);
-            let fh = inner.new_handle_disk(f, disk);
+            let fh = inner.new_handle_disk(f, ino.0, disk);
             reply.opened(
                 FileHandle(fh),
                 if direct {
@@ -503,9 +534,10 @@ impl Filesystem for Bridge {
                 Err(e) => return reply.error(e),
             };
             let full = data.len() == size as usize;
-            reply.data(&data);
             // Reading straight through a disk-like file: start the next read now, so
-            // that the server works while the program takes this piece.
+            // that the server works while the program takes this piece. It is noted
+            // before the reply goes, so that a change the program makes after this read
+            // finds it to drop.
             if disk && full {
                 let next = offset + size as u64;
                 let f = Arc::clone(&fid);
@@ -520,13 +552,14 @@ impl Filesystem for Bridge {
                     }
                 }
             }
+            reply.data(&data);
         });
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -536,7 +569,7 @@ impl Filesystem for Bridge {
         reply: ReplyWrite,
     ) {
         let data = Bytes::copy_from_slice(data);
-        self.inner.drop_ahead(fh);
+        self.inner.drop_ahead(ino);
         spawn!(self, |inner| {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);
@@ -684,7 +717,9 @@ impl Filesystem for Bridge {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let name = name.to_string_lossy().into_owned();
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::EINVAL);
+        };
         let omode = match flags & libc::O_ACCMODE {
             libc::O_WRONLY => OWRITE,
             libc::O_RDWR => ORDWR,
@@ -705,7 +740,7 @@ impl Filesystem for Bridge {
                 Ok(a) => a,
                 Err(e) => return reply.error(e),
             };
-            let fh = inner.new_handle(f);
+            let fh = inner.new_handle(f, attr.ino.0);
             let direct = if inner.cache {
                 FopenFlags::empty()
             } else {
@@ -724,7 +759,9 @@ impl Filesystem for Bridge {
 
 impl Bridge {
     fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name.to_string_lossy().into_owned();
+        let Some(name) = utf8(name) else {
+            return reply.error(Errno::ENOENT);
+        };
         spawn!(self, |inner| {
             let Some(pfid) = inner.fid(parent) else {
                 return reply.error(Errno::ENOENT);

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use lib9::client::Client;
+use lib9::client_l::{LClient, LFid};
 
 /// Mount a 9P service on a directory, through FUSE, so that every program sees its
 /// files (docs/9pfuse.md).
@@ -12,6 +13,9 @@ use lib9::client::Client;
 #[derive(Parser)]
 #[command(name = "9pfuse", version)]
 struct Args {
+    /// Speak 9P2000.L (Linux servers such as diod); the tree is the attach name
+    #[arg(short = 'L')]
+    dotl: bool,
     /// Let the kernel cache pages, names and attributes (for disk-like trees)
     #[arg(short = 'c')]
     cache: bool,
@@ -37,12 +41,10 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => fatal(&format!("runtime: {e}")),
     };
-    let (client, root) = match rt.block_on(async {
-        let c = Client::dial(&args.addr).await?;
-        let root = c.attach(&lib9::ns::user(), &args.aname).await?;
-        Ok::<_, lib9::client::Error>((c, root))
-    }) {
-        Ok(x) => x,
+    let conn = match rt.block_on(Conn::dial(&args)) {
+        Ok(c) => c,
+        // Dial errors name the address already.
+        Err(e) if e.starts_with(&args.addr) => fatal(&e),
         Err(e) => fatal(&format!("{}: {e}", args.addr)),
     };
     let mut options = vec![
@@ -64,8 +66,27 @@ fn main() {
     }
     let mut config = fuser::Config::default();
     config.mount_options = options;
-    let bridge = srv::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), args.cache);
-    let session = match fuser::spawn_mount(bridge, &args.mountpoint, &config) {
+    let session = match &conn {
+        Conn::P9(client, root) => {
+            let b = srv::fuse::Bridge::new(
+                client.clone(),
+                root.take_root(),
+                rt.handle().clone(),
+                args.cache,
+            );
+            fuser::spawn_mount(b, &args.mountpoint, &config)
+        }
+        Conn::L(client, root) => {
+            let b = srv::fuse_l::BridgeL::new(
+                client.clone(),
+                root.take_root(),
+                rt.handle().clone(),
+                args.cache,
+            );
+            fuser::spawn_mount(b, &args.mountpoint, &config)
+        }
+    };
+    let session = match session {
         Ok(s) => s,
         Err(e) => fatal(&format!("mount {}: {e}", args.mountpoint)),
     };
@@ -77,7 +98,7 @@ fn main() {
             _ = tokio::signal::ctrl_c() => None,
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
             _ = async { match hup.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
-            _ = client.hungup() => Some("server hung up"),
+            _ = conn.hungup() => Some("server hung up"),
         }
     });
     drop(session);
@@ -119,6 +140,60 @@ fn lazy_unmount(dir: &str, source: &str) {
             .args(["-u", "-z", path.as_str()])
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+/// The connection, in one dialect or the other, and its root until the bridge takes it.
+enum Conn {
+    P9(Client, Root<lib9::Fid>),
+    L(LClient, Root<LFid>),
+}
+
+/// A root fid, handed to the bridge once.
+struct Root<T>(std::sync::Mutex<Option<T>>);
+
+impl<T> Root<T> {
+    fn new(t: T) -> Root<T> {
+        Root(std::sync::Mutex::new(Some(t)))
+    }
+
+    fn take_root(&self) -> T {
+        match self.0.lock().ok().and_then(|mut r| r.take()) {
+            Some(t) => t,
+            None => fatal("root already taken"),
+        }
+    }
+}
+
+impl Conn {
+    async fn dial(args: &Args) -> Result<Conn, String> {
+        let user = lib9::ns::user();
+        if args.dotl {
+            let c = LClient::dial(&args.addr, lib9::fcall::MAX_MSIZE)
+                .await
+                .map_err(|e| e.to_string())?;
+            // SAFETY: getuid cannot fail.
+            let uid = unsafe { libc::getuid() };
+            let root = c
+                .attach(&user, &args.aname, uid)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::L(c, Root::new(root)))
+        } else {
+            let c = Client::dial(&args.addr).await.map_err(|e| e.to_string())?;
+            let root = c
+                .attach(&user, &args.aname)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::P9(c, Root::new(root)))
+        }
+    }
+
+    async fn hungup(&self) {
+        match self {
+            Conn::P9(c, _) => c.hungup().await,
+            Conn::L(c, _) => c.hungup().await,
+        }
     }
 }
 

@@ -403,6 +403,22 @@ fn diod_cached_listing() {
         seen += 1;
     }
     assert_eq!(seen, 2_000);
+    // A directory renamed under files listed and used: found under the new name.
+    std::fs::create_dir(m.p("d")).expect("mkdir");
+    std::fs::write(m.p("d/x"), "x").expect("write");
+    assert_eq!(std::fs::read_dir(m.p("d")).expect("readdir").count(), 1);
+    assert_eq!(std::fs::metadata(m.p("d/x")).expect("stat").len(), 1);
+    std::fs::rename(m.p("d"), m.p("e")).expect("rename directory");
+    assert_eq!(
+        std::fs::read_to_string(m.p("e/x")).expect("read moved"),
+        "x"
+    );
+    std::fs::write(m.p("e/x"), "xy").expect("write moved");
+    assert_eq!(std::fs::metadata(m.p("e/x")).expect("stat moved").len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(d.host("e/x")).expect("host read"),
+        "xy"
+    );
     // Changed through the mount, seen through it at once.
     std::fs::write(m.p("f5"), "changed").expect("write");
     assert_eq!(std::fs::metadata(m.p("f5")).expect("stat").len(), 7);

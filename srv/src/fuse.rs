@@ -10,7 +10,8 @@ use bytes::Bytes;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 use lib9::fcall::{DMDIR, ORDWR, OREAD, OTRUNC, OWRITE, QTAPPEND, QTDIR, QTEXCL, Stat};
 use lib9::{Client, Fid};
@@ -29,7 +30,11 @@ fn ttl(cache: bool) -> Duration {
 }
 
 struct Inode {
-    fid: Arc<Fid>,
+    /// The walked fid; `None` for a file the kernel learnt of from a listing
+    /// (readdirplus), walked from `parent` by `name` when first used.
+    fid: Option<Arc<Fid>>,
+    parent: u64,
+    name: String,
     nlookup: u64,
 }
 
@@ -79,7 +84,9 @@ impl Bridge {
         inodes.insert(
             1,
             Inode {
-                fid: Arc::new(root),
+                fid: Some(Arc::new(root)),
+                parent: 1,
+                name: String::new(),
                 nlookup: 1,
             },
         );
@@ -127,12 +134,55 @@ impl Inner {
         }
     }
 
-    fn fid(&self, ino: INodeNo) -> Option<Arc<Fid>> {
-        self.inodes
-            .lock()
-            .ok()?
-            .get(&ino.0)
-            .map(|i| Arc::clone(&i.fid))
+    /// The fid of an inode, walked now if it came from a listing.
+    async fn fid(&self, ino: INodeNo) -> Option<Arc<Fid>> {
+        let (parent, name) = {
+            let m = self.inodes.lock().ok()?;
+            let i = m.get(&ino.0)?;
+            if let Some(f) = &i.fid {
+                return Some(Arc::clone(f));
+            }
+            (i.parent, i.name.clone())
+        };
+        // The parent is a directory that was listed, so it has its fid (or is walked
+        // the same way).
+        let pfid = Box::pin(self.fid(INodeNo(parent))).await?;
+        let f = Arc::new(pfid.walk_names(&[name]).await.ok()?);
+        let mut m = self.inodes.lock().ok()?;
+        let i = m.get_mut(&ino.0)?;
+        Some(Arc::clone(i.fid.get_or_insert(f)))
+    }
+
+    /// The entries of an open directory: read when the listing starts (offset 0),
+    /// kept for the rest of it.
+    async fn listing(&self, fh: FileHandle, offset: u64) -> Result<Listing, Errno> {
+        let (fid, entries) = self.handle(fh).ok_or(Errno::EBADF)?;
+        if let Some(e) = entries {
+            if offset > 0 {
+                return Ok(e);
+            }
+        }
+        let v = Arc::new(fid.readdir().await.map_err(|e| errno(&e))?);
+        if let Ok(mut h) = self.handles.lock() {
+            if let Some(h) = h.get_mut(&fh.0) {
+                h.entries = Some(Arc::clone(&v));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Count a lookup of `ino` that a listing made, remembering where it is.
+    fn listed(&self, ino: u64, parent: u64, name: &str) {
+        if let Ok(mut m) = self.inodes.lock() {
+            m.entry(ino)
+                .and_modify(|i| i.nlookup += 1)
+                .or_insert_with(|| Inode {
+                    fid: None,
+                    parent,
+                    name: name.to_string(),
+                    nlookup: 1,
+                });
+        }
     }
 
     fn handle(&self, fh: FileHandle) -> Option<(Arc<Fid>, Option<Listing>)> {
@@ -196,7 +246,7 @@ impl Inner {
     /// Walk `name` from `parent` and remember the result as an inode (or count one
     /// more lookup of an inode already known).
     async fn lookup(&self, parent: INodeNo, name: &str) -> Result<FileAttr, Errno> {
-        let pfid = self.fid(parent).ok_or(Errno::ENOENT)?;
+        let pfid = self.fid(parent).await.ok_or(Errno::ENOENT)?;
         let fid = pfid
             .walk_names(&[name.to_string()])
             .await
@@ -209,13 +259,17 @@ impl Inner {
                 // no longer has (after a rename).
                 Some(i) => {
                     i.nlookup += 1;
-                    i.fid = Arc::new(fid);
+                    i.fid = Some(Arc::new(fid));
+                    i.parent = parent.0;
+                    i.name = name.to_string();
                 }
                 None => {
                     m.insert(
                         ino,
                         Inode {
-                            fid: Arc::new(fid),
+                            fid: Some(Arc::new(fid)),
+                            parent: parent.0,
+                            name: name.to_string(),
                             nlookup: 1,
                         },
                     );
@@ -223,6 +277,40 @@ impl Inner {
             }
         }
         Ok(self.attr(ino, &st))
+    }
+}
+
+/// The inodes beneath directory `dir`, by the parents `parent` gives.
+pub(crate) fn beneath<V>(m: &HashMap<u64, V>, dir: u64, parent: impl Fn(&V) -> u64) -> Vec<u64> {
+    m.iter()
+        .filter(|&(&ino, _)| ino != dir && ino != 1)
+        .filter(|(_, i)| {
+            let mut p = parent(i);
+            for _ in 0..4096 {
+                if p == dir {
+                    return true;
+                }
+                if p == 1 {
+                    return false;
+                }
+                match m.get(&p) {
+                    Some(pi) => p = parent(pi),
+                    None => return false,
+                }
+            }
+            false
+        })
+        .map(|(&ino, _)| ino)
+        .collect()
+}
+
+/// Drop the fids of every inode beneath directory `dir` (they are walked again, by
+/// name from their parents, when next used).
+fn forget_fids_beneath(m: &mut HashMap<u64, Inode>, dir: u64) {
+    for ino in beneath(m, dir, |i| i.parent) {
+        if let Some(i) = m.get_mut(&ino) {
+            i.fid = None;
+        }
     }
 }
 
@@ -247,6 +335,12 @@ impl Filesystem for Bridge {
             .set_max_readahead(iounit)
             .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
+        // Listings that carry attributes pay only when the kernel may keep them.
+        if self.inner.cache {
+            let _ = config.add_capabilities(
+                fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+            );
+        }
         Ok(())
     }
 
@@ -275,7 +369,7 @@ impl Filesystem for Bridge {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             match fid.stat().await {
@@ -304,7 +398,7 @@ impl Filesystem for Bridge {
         reply: ReplyAttr,
     ) {
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut st = Stat::dont_touch();
@@ -348,7 +442,7 @@ impl Filesystem for Bridge {
     ) {
         let name = name.to_string_lossy().into_owned();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match pfid.walk_names(&[]).await {
@@ -396,7 +490,7 @@ impl Filesystem for Bridge {
             newname.to_string_lossy().into_owned(),
         );
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             // Plan 9 refuses to rename onto an existing name; Linux replaces it.
@@ -410,11 +504,27 @@ impl Filesystem for Bridge {
                 Err(e) => return reply.error(errno(&e)),
             };
             let mut st = Stat::dont_touch();
-            st.name = newname;
-            match f.wstat(&st).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+            st.name = newname.clone();
+            if let Err(e) = f.wstat(&st).await {
+                return reply.error(errno(&e));
             }
+            // A server may know a fid by the path it was walked by (exportfs does):
+            // the inode gets a fid walked by its new name, and the fids of everything
+            // beneath a renamed directory are walked again when next used.
+            let ino = ino_of(f.qid().path);
+            let is_dir = f.qid().ty & QTDIR != 0;
+            let fresh = pfid.walk_names(std::slice::from_ref(&newname)).await.ok();
+            if let Ok(mut m) = inner.inodes.lock() {
+                if let Some(i) = m.get_mut(&ino) {
+                    i.name = newname;
+                    i.parent = parent.0;
+                    i.fid = fresh.map(Arc::new);
+                }
+                if is_dir {
+                    forget_fids_beneath(&mut m, ino);
+                }
+            }
+            reply.ok();
         });
     }
 
@@ -428,7 +538,7 @@ impl Filesystem for Bridge {
             mode |= OTRUNC;
         }
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match fid.walk_names(&[]).await {
@@ -574,7 +684,7 @@ impl Filesystem for Bridge {
         spawn!(self, |inner| {
             let fid = match inner.handle(fh) {
                 Some((f, _)) => f,
-                None => match inner.fid(ino) {
+                None => match inner.fid(ino).await {
                     Some(f) => f,
                     None => return reply.error(Errno::EBADF),
                 },
@@ -615,23 +725,9 @@ impl Filesystem for Bridge {
         mut reply: ReplyDirectory,
     ) {
         spawn!(self, |inner| {
-            let Some((fid, entries)) = inner.handle(fh) else {
-                return reply.error(Errno::EBADF);
-            };
-            let entries = match entries {
-                Some(e) if offset > 0 => e,
-                _ => match fid.readdir().await {
-                    Ok(v) => {
-                        let v = Arc::new(v);
-                        if let Ok(mut h) = inner.handles.lock() {
-                            if let Some(h) = h.get_mut(&fh.0) {
-                                h.entries = Some(Arc::clone(&v));
-                            }
-                        }
-                        v
-                    }
-                    Err(e) => return reply.error(errno(&e)),
-                },
+            let entries = match inner.listing(fh, offset).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
             };
             // `.` and `..` first, then the server's entries.
             let mut all: Vec<(u64, FileType, String)> = vec![
@@ -650,6 +746,61 @@ impl Filesystem for Bridge {
                 if reply.add(INodeNo(n), (i + 1) as u64, kind, &name) {
                     break;
                 }
+            }
+            reply.ok();
+        });
+    }
+
+    /// A listing with each entry's attributes (only with `-c`, when the kernel may
+    /// keep them): a 9P directory read carries every entry's stat already, so this
+    /// costs no more messages than a plain listing, and `ls -l` or `find` then needs
+    /// no lookup per name. The files' fids are walked when first used.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        spawn!(self, |inner| {
+            let entries = match inner.listing(fh, offset).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
+            };
+            let ttl = ttl(inner.cache);
+            // `.` and `..` first (the kernel does not look them up from a listing).
+            let dot = FileAttr {
+                kind: FileType::Directory,
+                ..inner.attr(ino.0, &Stat::dont_touch())
+            };
+            for (i, name) in [".", ".."].into_iter().enumerate().skip(offset as usize) {
+                if reply.add(
+                    ino,
+                    (i + 1) as u64,
+                    name,
+                    &Duration::ZERO,
+                    &dot,
+                    Generation(0),
+                ) {
+                    return reply.ok();
+                }
+            }
+            let skip = (offset as usize).saturating_sub(2);
+            for (i, st) in entries.iter().enumerate().skip(skip) {
+                let n = ino_of(st.qid.path);
+                let a = inner.attr(n, st);
+                if reply.add(
+                    INodeNo(n),
+                    (i + 3) as u64,
+                    &st.name,
+                    &ttl,
+                    &a,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                inner.listed(n, ino.0, &st.name);
             }
             reply.ok();
         });
@@ -691,7 +842,7 @@ impl Filesystem for Bridge {
             _ => OREAD,
         };
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match pfid.walk_names(&[]).await {
@@ -726,7 +877,7 @@ impl Bridge {
     fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_string_lossy().into_owned();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let f = match pfid.walk_names(&[name]).await {

@@ -53,7 +53,12 @@ fn errno(e: &lib9::client_l::Error) -> Errno {
 }
 
 struct Inode {
-    fid: Arc<LFid>,
+    /// The walked fid; `None` once a rename above it may have made the path it was
+    /// walked by wrong (diod knows fids by path): walked again from `parent` by
+    /// `name` when next used.
+    fid: Option<Arc<LFid>>,
+    parent: u64,
+    name: String,
     nlookup: u64,
 }
 
@@ -78,7 +83,9 @@ impl BridgeL {
         inodes.insert(
             1,
             Inode {
-                fid: Arc::new(root),
+                fid: Some(Arc::new(root)),
+                parent: 1,
+                name: String::new(),
                 nlookup: 1,
             },
         );
@@ -137,12 +144,21 @@ fn since_epoch(t: SystemTime) -> (u64, u64) {
 }
 
 impl Inner {
-    fn fid(&self, ino: INodeNo) -> Option<Arc<LFid>> {
-        self.inodes
-            .lock()
-            .ok()?
-            .get(&ino.0)
-            .map(|i| Arc::clone(&i.fid))
+    /// The fid of an inode, walked again if a rename made it stale.
+    async fn fid(&self, ino: INodeNo) -> Option<Arc<LFid>> {
+        let (parent, name) = {
+            let m = self.inodes.lock().ok()?;
+            let i = m.get(&ino.0)?;
+            if let Some(f) = &i.fid {
+                return Some(Arc::clone(f));
+            }
+            (i.parent, i.name.clone())
+        };
+        let pfid = Box::pin(self.fid(INodeNo(parent))).await?;
+        let f = Arc::new(pfid.walk1(&name).await.ok()?);
+        let mut m = self.inodes.lock().ok()?;
+        let i = m.get_mut(&ino.0)?;
+        Some(Arc::clone(i.fid.get_or_insert(f)))
     }
 
     fn handle(&self, fh: FileHandle) -> Option<Arc<LFid>> {
@@ -165,7 +181,7 @@ impl Inner {
 
     /// Remember `fid` as the inode for its file: one more lookup, or a new inode. The
     /// newest walk replaces an older fid, which may name the file by an old path.
-    fn remember(&self, fid: LFid, a: &Attr, count: bool) -> FileAttr {
+    fn remember(&self, fid: LFid, a: &Attr, count: bool, parent: INodeNo, name: &str) -> FileAttr {
         let ino = ino_of(a.qid.path);
         if let Ok(mut m) = self.inodes.lock() {
             match m.get_mut(&ino) {
@@ -173,13 +189,17 @@ impl Inner {
                     if count {
                         i.nlookup += 1;
                     }
-                    i.fid = Arc::new(fid);
+                    i.fid = Some(Arc::new(fid));
+                    i.parent = parent.0;
+                    i.name = name.to_string();
                 }
                 None if count => {
                     m.insert(
                         ino,
                         Inode {
-                            fid: Arc::new(fid),
+                            fid: Some(Arc::new(fid)),
+                            parent: parent.0,
+                            name: name.to_string(),
                             nlookup: 1,
                         },
                     );
@@ -192,14 +212,14 @@ impl Inner {
 
     /// Walk `name` from `parent` and remember it.
     async fn lookup(&self, parent: INodeNo, name: &str) -> Result<FileAttr, Errno> {
-        let pfid = self.fid(parent).ok_or(Errno::ENOENT)?;
+        let pfid = self.fid(parent).await.ok_or(Errno::ENOENT)?;
         let fid = pfid.walk1(name).await.map_err(|e| errno(&e))?;
         let a = fid.getattr(GETATTR_BASIC).await.map_err(|e| errno(&e))?;
-        Ok(self.remember(fid, &a, true))
+        Ok(self.remember(fid, &a, true, parent, name))
     }
 
     async fn getattr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
-        let fid = self.fid(ino).ok_or(Errno::ENOENT)?;
+        let fid = self.fid(ino).await.ok_or(Errno::ENOENT)?;
         let a = fid.getattr(GETATTR_BASIC).await.map_err(|e| errno(&e))?;
         Ok(attr(ino.0, &a))
     }
@@ -345,7 +365,7 @@ impl Filesystem for BridgeL {
             s.valid |= SETATTR_CTIME;
         }
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             if s.valid != 0 {
@@ -362,7 +382,7 @@ impl Filesystem for BridgeL {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             match fid.readlink().await {
@@ -385,7 +405,7 @@ impl Filesystem for BridgeL {
         let name = name.to_string_lossy().into_owned();
         let gid = req.gid();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let made = pfid.mknod(&name, mode & !umask, rdev, gid).await;
@@ -405,7 +425,7 @@ impl Filesystem for BridgeL {
         let name = name.to_string_lossy().into_owned();
         let gid = req.gid();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let made = pfid.mkdir(&name, mode & !umask & 0o7777, gid).await;
@@ -433,7 +453,7 @@ impl Filesystem for BridgeL {
         let target = target.to_string_lossy().into_owned();
         let gid = req.gid();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let made = pfid.symlink(&name, &target, gid).await;
@@ -460,7 +480,8 @@ impl Filesystem for BridgeL {
             newname.to_string_lossy().into_owned(),
         );
         spawn!(self, |inner| {
-            let (Some(pfid), Some(npfid)) = (inner.fid(parent), inner.fid(newparent)) else {
+            let (Some(pfid), Some(npfid)) = (inner.fid(parent).await, inner.fid(newparent).await)
+            else {
                 return reply.error(Errno::ENOENT);
             };
             let mut done = pfid.renameat(&name, &npfid, &newname).await;
@@ -474,10 +495,19 @@ impl Filesystem for BridgeL {
             if let Err(e) = done {
                 return reply.error(errno(&e));
             }
-            // The inode's fid may know the file by its old name: walk the new one.
+            // The inode's fid may know the file by its old name: walk the new one; the
+            // fids beneath a renamed directory are walked again when next used.
             if let Ok(f) = npfid.walk1(&newname).await {
                 if let Ok(a) = f.getattr(GETATTR_BASIC).await {
-                    inner.remember(f, &a, false);
+                    let ino = ino_of(a.qid.path);
+                    inner.remember(f, &a, false, newparent, &newname);
+                    if let Ok(mut m) = inner.inodes.lock() {
+                        for b in crate::fuse::beneath(&m, ino, |i| i.parent) {
+                            if let Some(i) = m.get_mut(&b) {
+                                i.fid = None;
+                            }
+                        }
+                    }
                 }
             }
             reply.ok();
@@ -494,7 +524,8 @@ impl Filesystem for BridgeL {
     ) {
         let newname = newname.to_string_lossy().into_owned();
         spawn!(self, |inner| {
-            let (Some(fid), Some(npfid)) = (inner.fid(ino), inner.fid(newparent)) else {
+            let (Some(fid), Some(npfid)) = (inner.fid(ino).await, inner.fid(newparent).await)
+            else {
                 return reply.error(Errno::ENOENT);
             };
             let made = npfid.link(&fid, &newname).await;
@@ -505,7 +536,7 @@ impl Filesystem for BridgeL {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let lflags = (flags.0 & OPEN_FLAGS) as u32;
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match fid.clone_fid().await {
@@ -669,7 +700,7 @@ impl Filesystem for BridgeL {
         mut reply: ReplyDirectoryPlus,
     ) {
         spawn!(self, |inner| {
-            let (Some(fid), Some(dir)) = (inner.handle(fh), inner.fid(ino)) else {
+            let (Some(fid), Some(dir)) = (inner.handle(fh), inner.fid(ino).await) else {
                 return reply.error(Errno::EBADF);
             };
             let ents = match fid.readdir(offset, DIRBUF).await {
@@ -703,7 +734,7 @@ impl Filesystem for BridgeL {
                             Generation(0),
                         );
                         if !full {
-                            inner.remember(f, &a, true);
+                            inner.remember(f, &a, true, ino, &e.name);
                         }
                         full
                     }
@@ -756,7 +787,11 @@ impl Filesystem for BridgeL {
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino).or_else(|| inner.fid(INodeNo(1))) else {
+            let fid = match inner.fid(ino).await {
+                Some(f) => Some(f),
+                None => inner.fid(INodeNo(1)).await,
+            };
+            let Some(fid) = fid else {
                 return reply.error(Errno::ENOENT);
             };
             match fid.statfs().await {
@@ -782,7 +817,7 @@ impl Filesystem for BridgeL {
         let lflags = ((flags & OPEN_FLAGS) | (flags & libc::O_EXCL)) as u32;
         let gid = req.gid();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match pfid.clone_fid().await {
@@ -795,7 +830,7 @@ impl Filesystem for BridgeL {
             // The inode's own fid, walked while the new file's attributes come back.
             let (walked, got) = tokio::join!(pfid.walk1(&name), f.getattr(GETATTR_BASIC));
             let a = match (walked, got) {
-                (Ok(w), Ok(a)) => inner.remember(w, &a, true),
+                (Ok(w), Ok(a)) => inner.remember(w, &a, true, parent, &name),
                 (Err(e), _) | (_, Err(e)) => return reply.error(errno(&e)),
             };
             let fh = inner.new_handle(f);
@@ -818,7 +853,7 @@ impl BridgeL {
     fn remove(&self, parent: INodeNo, name: &OsStr, flags: u32, reply: ReplyEmpty) {
         let name = name.to_string_lossy().into_owned();
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut done = pfid.unlinkat(&name, flags).await;
@@ -847,7 +882,11 @@ impl BridgeL {
 
     fn sync(&self, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         spawn!(self, |inner| {
-            let Some(fid) = inner.handle(fh).or_else(|| inner.fid(ino)) else {
+            let fid = match inner.handle(fh) {
+                Some(f) => Some(f),
+                None => inner.fid(ino).await,
+            };
+            let Some(fid) = fid else {
                 return reply.error(Errno::EBADF);
             };
             match fid.fsync(datasync).await {

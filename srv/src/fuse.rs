@@ -337,9 +337,7 @@ impl Filesystem for Bridge {
         let _ = config.set_max_background(64);
         // Listings that carry attributes pay only when the kernel may keep them.
         if self.inner.cache {
-            let _ = config.add_capabilities(
-                fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
-            );
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
         }
         Ok(())
     }

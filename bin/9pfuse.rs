@@ -51,6 +51,8 @@ fn main() {
         fuser::MountOption::FSName(args.addr.clone()),
         fuser::MountOption::Subtype("9pfuse".into()),
     ];
+    // Who may use the mount: fuser answers only its owner unless told otherwise.
+    let mut acl = fuser::SessionACL::Owner;
     for o in args
         .opts
         .iter()
@@ -61,11 +63,20 @@ fn main() {
             "ro" => fuser::MountOption::RO,
             "rw" => fuser::MountOption::RW,
             "default_permissions" => fuser::MountOption::DefaultPermissions,
+            "allow_other" => {
+                acl = fuser::SessionACL::All;
+                continue;
+            }
+            "allow_root" => {
+                acl = fuser::SessionACL::RootAndOwner;
+                continue;
+            }
             other => fuser::MountOption::CUSTOM(other.to_string()),
         });
     }
     let mut config = fuser::Config::default();
     config.mount_options = options;
+    config.acl = acl;
     let session = match &conn {
         Conn::P9(client, root) => {
             let b = srv::fuse::Bridge::new(
@@ -88,7 +99,11 @@ fn main() {
     };
     let session = match session {
         Ok(s) => s,
-        Err(e) => fatal(&format!("mount {}: {e}", args.mountpoint)),
+        Err(e) => fatal(&format!(
+            "mount {}: {}",
+            args.mountpoint,
+            mount_error(&e, &args.mountpoint)
+        )),
     };
     // Until a signal, or the server hangs up.
     let why = rt.block_on(async {
@@ -111,8 +126,33 @@ fn main() {
     }
 }
 
+/// Why a mount failed, in words that point at the cause: an ordinary user needs
+/// /dev/fuse open to them and, outside a user namespace, fusermount3.
+fn mount_error(e: &std::io::Error, dir: &str) -> String {
+    use std::io::ErrorKind;
+    let dev = "/dev/fuse";
+    let refused = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .is_err_and(|e| e.kind() == ErrorKind::PermissionDenied);
+    match e.kind() {
+        ErrorKind::PermissionDenied if refused => {
+            format!("{dev}: permission denied (FUSE needs it readable and writable by you)")
+        }
+        ErrorKind::NotFound
+            if std::path::Path::new(dir).exists() && std::path::Path::new(dev).exists() =>
+        {
+            "fusermount3 not found (ordinary users mount through it: install fuse3)".into()
+        }
+        // fusermount3's own words end in a newline.
+        _ => e.to_string().trim_end().to_string(),
+    }
+}
+
 /// Detach the mount on `dir` if the topmost one there is ours (FUSE, named after the
-/// service).
+/// service): `fuse` when mounted directly (as root, or as root in a user namespace),
+/// `fuse.9pfuse` when fusermount3 mounted it for an ordinary user.
 fn lazy_unmount(dir: &str, source: &str) {
     let Ok(path) = std::fs::canonicalize(dir).map(|p| p.to_string_lossy().into_owned()) else {
         return;
@@ -122,11 +162,11 @@ fn lazy_unmount(dir: &str, source: &str) {
     let top = info
         .lines()
         .rev()
-        .find(|l| l.split(' ').nth(4) == Some(path.as_str()));
+        .find(|l| l.split(' ').nth(4).map(unescape).as_deref() == Some(path.as_str()));
     let ours = top.is_some_and(|l| {
         let mut f = l.split(" - ").nth(1).unwrap_or("").split(' ');
         let (ty, src) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
-        ty.starts_with("fuse") && src == source
+        (ty == "fuse" || ty.starts_with("fuse.")) && unescape(src) == source
     });
     if !ours {
         return;
@@ -136,8 +176,11 @@ fn lazy_unmount(dir: &str, source: &str) {
     };
     // SAFETY: detaching a mount by path; harmless if there is none.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        // EPERM: an ordinary user's mount, made by fusermount3, which unmounts it too.
         let _ = std::process::Command::new("fusermount3")
-            .args(["-u", "-z", path.as_str()])
+            .args(["-u", "-z", "--", path.as_str()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
     }
@@ -195,6 +238,31 @@ impl Conn {
             Conn::L(c, _) => c.hungup().await,
         }
     }
+}
+
+/// A field of /proc/self/mountinfo as it was given: the kernel writes space, tab,
+/// newline and backslash in paths and sources as `\ooo`.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(d) if b[i] == b'\\' => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn fatal(msg: &str) -> ! {

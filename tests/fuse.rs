@@ -453,3 +453,19 @@ fn cached_listing_then_use() {
         "41"
     );
 }
+
+/// Files of length 0 whose contents are made when read (here /proc's, through
+/// exportfs) are read from the server even with `-c`.
+#[test]
+fn cached_mount_reads_synthetic_files() {
+    let ns = Ns::new();
+    let _srv = start_posted(&ns, EXPORTFS, "proc", &["/proc/sys/kernel"]);
+    let Some(m) = Mount::new(&ns, "proc", &["-c"]) else {
+        return;
+    };
+    assert_eq!(std::fs::metadata(m.p("ostype")).expect("stat").len(), 0);
+    assert_eq!(
+        std::fs::read_to_string(m.p("ostype")).expect("read"),
+        std::fs::read_to_string("/proc/sys/kernel/ostype").expect("host read")
+    );
+}

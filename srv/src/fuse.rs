@@ -548,11 +548,13 @@ impl Filesystem for Bridge {
             }
             // Files that are not disk-like (no length, append-only, exclusive) are
             // read and written through to the server, never from the page cache.
+            // A file of length 0 may be synthetic (its contents made when read, as in
+            // /proc or a Plan 9 device), so it is not cached even with -c.
             let q = f.qid();
             let synthetic = q.ty & (QTAPPEND | QTEXCL) != 0;
-            let direct = !inner.cache || synthetic;
-            let disk =
-                !synthetic && q.ty & QTDIR == 0 && fid.stat().await.is_ok_and(|st| st.length > 0);
+            let dir = q.ty & QTDIR != 0;
+            let disk = !synthetic && !dir && fid.stat().await.is_ok_and(|st| st.length > 0);
+            let direct = !inner.cache || (!dir && !disk);
             let fh = inner.new_handle_disk(f, disk);
             reply.opened(
                 FileHandle(fh),

@@ -41,8 +41,13 @@ struct Inode {
 /// A directory's entries, read when the listing starts.
 type Listing = Arc<Vec<Stat>>;
 
+/// How much of a file read straight through is asked for ahead of the program, in
+/// pieces of the size it reads, at most this many pieces.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+const READ_AHEAD_MAX: usize = 8;
+
 /// A read started before it was asked for: its offset, its count and its result.
-type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Vec<u8>, Errno>>);
+type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Bytes, Errno>>);
 
 struct Handle {
     fid: Arc<Fid>,
@@ -50,7 +55,8 @@ struct Handle {
     /// Whether the file is disk-like (not empty, not append-only or exclusive when
     /// opened): only then is the next read started early.
     disk: bool,
-    ahead: Option<Ahead>,
+    /// Reads started early, in order of offset.
+    ahead: std::collections::VecDeque<Ahead>,
 }
 
 struct Inner {
@@ -108,8 +114,14 @@ impl Bridge {
 }
 
 /// Read `size` bytes at `offset` (fewer only at the end of the file).
-async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Bytes, Errno> {
+    // Usually one message brings it all: then it is passed on without a copy.
+    let first = fid.read(offset, size).await.map_err(|e| errno(&e))?;
+    if first.len() as u32 >= size || first.is_empty() {
+        return Ok(first);
+    }
     let mut out: Vec<u8> = Vec::with_capacity(size as usize);
+    out.extend_from_slice(&first);
     while (out.len() as u32) < size {
         match fid
             .read(offset + out.len() as u64, size - out.len() as u32)
@@ -120,7 +132,7 @@ async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Vec<u8>, Errno> 
             Err(e) => return Err(errno(&e)),
         }
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 impl Inner {
@@ -128,8 +140,8 @@ impl Inner {
     /// aborting it mid-flight (a Tflush) was seen to make a later request fail.
     fn drop_ahead(&self, fh: FileHandle) {
         if let Ok(mut h) = self.handles.lock() {
-            if let Some((_, _, j)) = h.get_mut(&fh.0).and_then(|h| h.ahead.take()) {
-                drop(j);
+            if let Some(h) = h.get_mut(&fh.0) {
+                h.ahead.clear();
             }
         }
     }
@@ -210,7 +222,7 @@ impl Inner {
                     fid: Arc::new(fid),
                     entries: None,
                     disk,
-                    ahead: None,
+                    ahead: std::collections::VecDeque::new(),
                 },
             );
         }
@@ -582,20 +594,21 @@ impl Filesystem for Bridge {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);
             };
-            // A read started early for exactly this offset and count is used.
+            // A read started early for exactly this offset and count is used; reads
+            // started for anything else are forgotten.
             let (early, disk) = match inner.handles.lock() {
                 Ok(mut h) => match h.get_mut(&fh.0) {
                     Some(h) => {
-                        let a = h.ahead.take();
-                        let disk = h.disk;
-                        match a {
-                            Some((o, n, j)) if o == offset && n == size => (Some(j), disk),
-                            Some((_, _, j)) => {
-                                drop(j);
-                                (None, disk)
+                        let early = match h.ahead.front() {
+                            Some(&(o, n, _)) if o == offset && n == size => {
+                                h.ahead.pop_front().map(|(_, _, j)| j)
                             }
-                            None => (None, disk),
-                        }
+                            _ => {
+                                h.ahead.clear();
+                                None
+                            }
+                        };
+                        (early, h.disk)
                     }
                     None => (None, false),
                 },
@@ -614,18 +627,22 @@ impl Filesystem for Bridge {
             };
             let full = data.len() == size as usize;
             reply.data(&data);
-            // Reading straight through a disk-like file: start the next read now, so
-            // that the server works while the program takes this piece.
+            // Reading straight through a disk-like file: keep the next pieces coming,
+            // so that the server works while the program takes this one.
             if disk && full {
-                let next = offset + size as u64;
-                let f = Arc::clone(&fid);
-                let j = inner
-                    .rt
-                    .spawn(async move { read_full(&f, next, size).await });
+                let depth = (READ_AHEAD_BYTES / size.max(1) as usize).clamp(1, READ_AHEAD_MAX);
                 if let Ok(mut h) = inner.handles.lock() {
                     if let Some(h) = h.get_mut(&fh.0) {
-                        if let Some((_, _, old)) = h.ahead.replace((next, size, j)) {
-                            drop(old);
+                        let mut next = h
+                            .ahead
+                            .back()
+                            .map_or(offset + size as u64, |&(o, n, _)| o + n as u64);
+                        while h.ahead.len() < depth {
+                            let f = Arc::clone(&fid);
+                            let at = next;
+                            let j = inner.rt.spawn(async move { read_full(&f, at, size).await });
+                            h.ahead.push_back((at, size, j));
+                            next += size as u64;
                         }
                     }
                 }

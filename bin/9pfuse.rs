@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use lib9::client::Client;
+use lib9::client_l::{LClient, LFid};
 
 /// Mount a 9P service on a directory, through FUSE, so that every program sees its
 /// files (docs/9pfuse.md).
@@ -12,6 +13,9 @@ use lib9::client::Client;
 #[derive(Parser)]
 #[command(name = "9pfuse", version)]
 struct Args {
+    /// Speak 9P2000.L (Linux servers such as diod); the tree is the attach name
+    #[arg(short = 'L')]
+    dotl: bool,
     /// Let the kernel cache pages, names and attributes (for disk-like trees)
     #[arg(short = 'c')]
     cache: bool,
@@ -37,12 +41,10 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => fatal(&format!("runtime: {e}")),
     };
-    let (client, root) = match rt.block_on(async {
-        let c = Client::dial(&args.addr).await?;
-        let root = c.attach(&lib9::ns::user(), &args.aname).await?;
-        Ok::<_, lib9::client::Error>((c, root))
-    }) {
-        Ok(x) => x,
+    let conn = match rt.block_on(Conn::dial(&args)) {
+        Ok(c) => c,
+        // Dial errors name the address already.
+        Err(e) if e.starts_with(&args.addr) => fatal(&e),
         Err(e) => fatal(&format!("{}: {e}", args.addr)),
     };
     let mut options = vec![
@@ -75,8 +77,38 @@ fn main() {
     let mut config = fuser::Config::default();
     config.mount_options = options;
     config.acl = acl;
-    let bridge = srv::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), args.cache);
-    let session = match fuser::spawn_mount(bridge, &args.mountpoint, &config) {
+    // The signals that unmount are caught from before the mount appears, so that
+    // one sent as soon as it is there does not kill 9pfuse with the mount left behind.
+    let (mut int, mut term, mut hup) = {
+        let _rt = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        )
+    };
+    let session = match &conn {
+        Conn::P9(client, root) => {
+            let b = srv::fuse::Bridge::new(
+                client.clone(),
+                root.take_root(),
+                rt.handle().clone(),
+                args.cache,
+            );
+            fuser::spawn_mount(b, &args.mountpoint, &config)
+        }
+        Conn::L(client, root) => {
+            let b = srv::fuse_l::BridgeL::new(
+                client.clone(),
+                root.take_root(),
+                rt.handle().clone(),
+                args.cache,
+            );
+            fuser::spawn_mount(b, &args.mountpoint, &config)
+        }
+    };
+    let session = match session {
         Ok(s) => s,
         Err(e) => fatal(&format!(
             "mount {}: {}",
@@ -86,13 +118,11 @@ fn main() {
     };
     // Until a signal, or the server hangs up.
     let why = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => None,
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
-            _ = async { match hup.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
-            _ = client.hungup() => Some("server hung up"),
+            _ = next(&mut int) => None,
+            _ = next(&mut term) => None,
+            _ = next(&mut hup) => None,
+            _ = conn.hungup() => Some("server hung up"),
         }
     });
     drop(session);
@@ -129,6 +159,16 @@ fn mount_error(e: &std::io::Error, dir: &str) -> String {
     }
 }
 
+/// Wait for the next of a signal (forever if it could not be caught).
+async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Detach the mount on `dir` if the topmost one there is ours (FUSE, named after the
 /// service): `fuse` when mounted directly (as root, or as root in a user namespace),
 /// `fuse.9pfuse` when fusermount3 mounted it for an ordinary user.
@@ -162,6 +202,60 @@ fn lazy_unmount(dir: &str, source: &str) {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+/// The connection, in one dialect or the other, and its root until the bridge takes it.
+enum Conn {
+    P9(Client, Root<lib9::Fid>),
+    L(LClient, Root<LFid>),
+}
+
+/// A root fid, handed to the bridge once.
+struct Root<T>(std::sync::Mutex<Option<T>>);
+
+impl<T> Root<T> {
+    fn new(t: T) -> Root<T> {
+        Root(std::sync::Mutex::new(Some(t)))
+    }
+
+    fn take_root(&self) -> T {
+        match self.0.lock().ok().and_then(|mut r| r.take()) {
+            Some(t) => t,
+            None => fatal("root already taken"),
+        }
+    }
+}
+
+impl Conn {
+    async fn dial(args: &Args) -> Result<Conn, String> {
+        let user = lib9::ns::user();
+        if args.dotl {
+            let c = LClient::dial(&args.addr, lib9::fcall::MAX_MSIZE)
+                .await
+                .map_err(|e| e.to_string())?;
+            // SAFETY: getuid cannot fail.
+            let uid = unsafe { libc::getuid() };
+            let root = c
+                .attach(&user, &args.aname, uid)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::L(c, Root::new(root)))
+        } else {
+            let c = Client::dial(&args.addr).await.map_err(|e| e.to_string())?;
+            let root = c
+                .attach(&user, &args.aname)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::P9(c, Root::new(root)))
+        }
+    }
+
+    async fn hungup(&self) {
+        match self {
+            Conn::P9(c, _) => c.hungup().await,
+            Conn::L(c, _) => c.hungup().await,
+        }
     }
 }
 

@@ -384,3 +384,88 @@ fn garbage_from_the_server() {
     assert!(!mounted(&dir), "the mount stayed");
     let _ = server.join();
 }
+
+/// With `-c` a listing carries every entry's attributes (readdirplus, from the stats a
+/// 9P directory read returns) and the files are walked only when used: attributes,
+/// reads, renames and removals of listed files all reach the right file.
+#[test]
+fn cached_listing_then_use() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = Ns::new();
+    let tree = tempfile::tempdir().expect("tempdir");
+    let root = tree.path().to_string_lossy().into_owned();
+    std::fs::create_dir(tree.path().join("d")).expect("mkdir");
+    for i in 0..1_000 {
+        std::fs::write(tree.path().join(format!("d/f{i}")), vec![b'x'; i % 53]).expect("write");
+    }
+    let _srv = start_posted(&ns, EXPORTFS, "exp", &[&root]);
+    let Some(m) = Mount::new(&ns, "exp", &["-c"]) else {
+        return;
+    };
+    let mut seen = 0;
+    for e in std::fs::read_dir(m.p("d")).expect("readdir") {
+        let e = e.expect("entry");
+        let name = e.file_name().to_string_lossy().into_owned();
+        let md = e.metadata().expect("stat");
+        let host = std::fs::metadata(tree.path().join("d").join(&name)).expect("host stat");
+        assert_eq!(md.len(), host.len(), "{name}");
+        assert_eq!(md.mode() & 0o777, host.mode() & 0o777, "{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, 1_000);
+    // Listed, not yet walked: read, renamed, then read by the new name, removed.
+    assert_eq!(std::fs::read(m.p("d/f52")).expect("read").len(), 52);
+    std::fs::rename(m.p("d/f7"), m.p("d/g7")).expect("rename");
+    assert_eq!(std::fs::read(m.p("d/g7")).expect("read renamed").len(), 7);
+    std::fs::write(m.p("d/g7"), "new").expect("write renamed");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("d/g7")).expect("host read"),
+        "new"
+    );
+    std::fs::remove_file(m.p("d/f9")).expect("unlink");
+    assert!(!tree.path().join("d/f9").exists());
+    // A second listing sees the changes.
+    let n = std::fs::read_dir(m.p("d")).expect("readdir").count();
+    assert_eq!(n, 999);
+    // Rename a listed file that was never used, then use it by its new name.
+    let _ = std::fs::read_dir(m.p("d")).expect("readdir").count();
+    std::fs::rename(m.p("d/f11"), m.p("d/h11")).expect("rename");
+    assert_eq!(
+        std::fs::metadata(m.p("d/h11")).expect("stat renamed").len(),
+        11
+    );
+    assert_eq!(std::fs::read(m.p("d/h11")).expect("read renamed").len(), 11);
+    // The directory renamed under files already used and listed: they are found
+    // under the new name.
+    std::fs::rename(m.p("d"), m.p("e")).expect("rename directory");
+    assert_eq!(std::fs::read(m.p("e/f52")).expect("read moved").len(), 52);
+    assert_eq!(
+        std::fs::read_to_string(m.p("e/g7")).expect("read moved"),
+        "new"
+    );
+    assert_eq!(
+        std::fs::metadata(m.p("e/f40")).expect("stat moved").len(),
+        40
+    );
+    std::fs::write(m.p("e/f41"), "41").expect("write moved");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("e/f41")).expect("host read"),
+        "41"
+    );
+}
+
+/// Files of length 0 whose contents are made when read (here /proc's, through
+/// exportfs) are read from the server even with `-c`.
+#[test]
+fn cached_mount_reads_synthetic_files() {
+    let ns = Ns::new();
+    let _srv = start_posted(&ns, EXPORTFS, "proc", &["/proc/sys/kernel"]);
+    let Some(m) = Mount::new(&ns, "proc", &["-c"]) else {
+        return;
+    };
+    assert_eq!(std::fs::metadata(m.p("ostype")).expect("stat").len(), 0);
+    assert_eq!(
+        std::fs::read_to_string(m.p("ostype")).expect("read"),
+        std::fs::read_to_string("/proc/sys/kernel/ostype").expect("host read")
+    );
+}

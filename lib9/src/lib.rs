@@ -10,6 +10,7 @@
 
 pub mod blocking;
 pub mod client;
+pub mod client_l;
 pub mod dial;
 pub mod errstr;
 pub mod fcall;

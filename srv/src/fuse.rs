@@ -10,7 +10,8 @@ use bytes::Bytes;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 use lib9::fcall::{DMDIR, ORDWR, OREAD, OTRUNC, OWRITE, QTAPPEND, QTDIR, QTEXCL, Stat};
 use lib9::{Client, Fid};
@@ -29,15 +30,24 @@ fn ttl(cache: bool) -> Duration {
 }
 
 struct Inode {
-    fid: Arc<Fid>,
+    /// The walked fid; `None` for a file the kernel learnt of from a listing
+    /// (readdirplus), walked from `parent` by `name` when first used.
+    fid: Option<Arc<Fid>>,
+    parent: u64,
+    name: String,
     nlookup: u64,
 }
 
 /// A directory's entries, read when the listing starts.
 type Listing = Arc<Vec<Stat>>;
 
+/// How much of a file read straight through is asked for ahead of the program, in
+/// pieces of the size it reads, at most this many pieces.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+const READ_AHEAD_MAX: usize = 8;
+
 /// A read started before it was asked for: its offset, its count and its result.
-type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Vec<u8>, Errno>>);
+type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Bytes, Errno>>);
 
 struct Handle {
     fid: Arc<Fid>,
@@ -48,7 +58,8 @@ struct Handle {
     /// Whether the file is disk-like (not empty, not append-only or exclusive when
     /// opened): only then is the next read started early.
     disk: bool,
-    ahead: Option<Ahead>,
+    /// Reads started early, in order of offset.
+    ahead: std::collections::VecDeque<Ahead>,
 }
 
 struct Inner {
@@ -78,7 +89,7 @@ fn errno(e: &lib9::client::Error) -> Errno {
 /// A name as 9P carries it: UTF-8. A name of other bytes cannot be one on the server;
 /// it is refused (`EINVAL`, or `ENOENT` to a lookup) rather than made into U+FFFD,
 /// which would make distinct names one.
-fn utf8(name: &OsStr) -> Option<String> {
+pub(crate) fn utf8(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_owned)
 }
 
@@ -89,7 +100,9 @@ impl Bridge {
         inodes.insert(
             1,
             Inode {
-                fid: Arc::new(root),
+                fid: Some(Arc::new(root)),
+                parent: 1,
+                name: String::new(),
                 nlookup: 1,
             },
         );
@@ -111,8 +124,14 @@ impl Bridge {
 }
 
 /// Read `size` bytes at `offset` (fewer only at the end of the file).
-async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Bytes, Errno> {
+    // Usually one message brings it all: then it is passed on without a copy.
+    let first = fid.read(offset, size).await.map_err(|e| errno(&e))?;
+    if first.len() as u32 >= size || first.is_empty() {
+        return Ok(first);
+    }
     let mut out: Vec<u8> = Vec::with_capacity(size as usize);
+    out.extend_from_slice(&first);
     while (out.len() as u32) < size {
         match fid
             .read(offset + out.len() as u64, size - out.len() as u32)
@@ -123,7 +142,7 @@ async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Vec<u8>, Errno> 
             Err(e) => return Err(errno(&e)),
         }
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 impl Inner {
@@ -133,17 +152,60 @@ impl Inner {
     fn drop_ahead(&self, ino: INodeNo) {
         if let Ok(mut h) = self.handles.lock() {
             for h in h.values_mut().filter(|h| h.ino == ino.0) {
-                drop(h.ahead.take());
+                h.ahead.clear();
             }
         }
     }
 
-    fn fid(&self, ino: INodeNo) -> Option<Arc<Fid>> {
-        self.inodes
-            .lock()
-            .ok()?
-            .get(&ino.0)
-            .map(|i| Arc::clone(&i.fid))
+    /// The fid of an inode, walked now if it came from a listing.
+    async fn fid(&self, ino: INodeNo) -> Option<Arc<Fid>> {
+        let (parent, name) = {
+            let m = self.inodes.lock().ok()?;
+            let i = m.get(&ino.0)?;
+            if let Some(f) = &i.fid {
+                return Some(Arc::clone(f));
+            }
+            (i.parent, i.name.clone())
+        };
+        // The parent is a directory that was listed, so it has its fid (or is walked
+        // the same way).
+        let pfid = Box::pin(self.fid(INodeNo(parent))).await?;
+        let f = Arc::new(pfid.walk_names(&[name]).await.ok()?);
+        let mut m = self.inodes.lock().ok()?;
+        let i = m.get_mut(&ino.0)?;
+        Some(Arc::clone(i.fid.get_or_insert(f)))
+    }
+
+    /// The entries of an open directory: read when the listing starts (offset 0),
+    /// kept for the rest of it.
+    async fn listing(&self, fh: FileHandle, offset: u64) -> Result<Listing, Errno> {
+        let (fid, entries) = self.handle(fh).ok_or(Errno::EBADF)?;
+        if let Some(e) = entries {
+            if offset > 0 {
+                return Ok(e);
+            }
+        }
+        let v = Arc::new(fid.readdir().await.map_err(|e| errno(&e))?);
+        if let Ok(mut h) = self.handles.lock() {
+            if let Some(h) = h.get_mut(&fh.0) {
+                h.entries = Some(Arc::clone(&v));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Count a lookup of `ino` that a listing made, remembering where it is.
+    fn listed(&self, ino: u64, parent: u64, name: &str) {
+        if let Ok(mut m) = self.inodes.lock() {
+            m.entry(ino)
+                .and_modify(|i| i.nlookup += 1)
+                .or_insert_with(|| Inode {
+                    fid: None,
+                    parent,
+                    name: name.to_string(),
+                    nlookup: 1,
+                });
+        }
     }
 
     fn handle(&self, fh: FileHandle) -> Option<(Arc<Fid>, Option<Listing>)> {
@@ -172,7 +234,7 @@ impl Inner {
                     ino,
                     entries: None,
                     disk,
-                    ahead: None,
+                    ahead: std::collections::VecDeque::new(),
                 },
             );
         }
@@ -208,7 +270,7 @@ impl Inner {
     /// Walk `name` from `parent` and remember the result as an inode (or count one
     /// more lookup of an inode already known).
     async fn lookup(&self, parent: INodeNo, name: &str) -> Result<FileAttr, Errno> {
-        let pfid = self.fid(parent).ok_or(Errno::ENOENT)?;
+        let pfid = self.fid(parent).await.ok_or(Errno::ENOENT)?;
         let fid = pfid
             .walk_names(&[name.to_string()])
             .await
@@ -221,13 +283,17 @@ impl Inner {
                 // no longer has (after a rename).
                 Some(i) => {
                     i.nlookup += 1;
-                    i.fid = Arc::new(fid);
+                    i.fid = Some(Arc::new(fid));
+                    i.parent = parent.0;
+                    i.name = name.to_string();
                 }
                 None => {
                     m.insert(
                         ino,
                         Inode {
-                            fid: Arc::new(fid),
+                            fid: Some(Arc::new(fid)),
+                            parent: parent.0,
+                            name: name.to_string(),
                             nlookup: 1,
                         },
                     );
@@ -235,6 +301,40 @@ impl Inner {
             }
         }
         Ok(self.attr(ino, &st))
+    }
+}
+
+/// The inodes beneath directory `dir`, by the parents `parent` gives.
+pub(crate) fn beneath<V>(m: &HashMap<u64, V>, dir: u64, parent: impl Fn(&V) -> u64) -> Vec<u64> {
+    m.iter()
+        .filter(|&(&ino, _)| ino != dir && ino != 1)
+        .filter(|(_, i)| {
+            let mut p = parent(i);
+            for _ in 0..4096 {
+                if p == dir {
+                    return true;
+                }
+                if p == 1 {
+                    return false;
+                }
+                match m.get(&p) {
+                    Some(pi) => p = parent(pi),
+                    None => return false,
+                }
+            }
+            false
+        })
+        .map(|(&ino, _)| ino)
+        .collect()
+}
+
+/// Drop the fids of every inode beneath directory `dir` (they are walked again, by
+/// name from their parents, when next used).
+fn forget_fids_beneath(m: &mut HashMap<u64, Inode>, dir: u64) {
+    for ino in beneath(m, dir, |i| i.parent) {
+        if let Some(i) = m.get_mut(&ino) {
+            i.fid = None;
+        }
     }
 }
 
@@ -259,6 +359,10 @@ impl Filesystem for Bridge {
             .set_max_readahead(iounit)
             .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
+        // Listings that carry attributes pay only when the kernel may keep them.
+        if self.inner.cache {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
+        }
         Ok(())
     }
 
@@ -289,7 +393,7 @@ impl Filesystem for Bridge {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             match fid.stat().await {
@@ -321,7 +425,7 @@ impl Filesystem for Bridge {
             self.inner.drop_ahead(ino);
         }
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut st = Stat::dont_touch();
@@ -367,7 +471,7 @@ impl Filesystem for Bridge {
             return reply.error(Errno::EINVAL);
         };
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match pfid.walk_names(&[]).await {
@@ -414,7 +518,7 @@ impl Filesystem for Bridge {
             return reply.error(Errno::EINVAL);
         };
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             // Plan 9 refuses to rename onto an existing name; Linux replaces it.
@@ -432,19 +536,23 @@ impl Filesystem for Bridge {
             if let Err(e) = f.wstat(&st).await {
                 return reply.error(errno(&e));
             }
-            // A server that keeps names in its fids (exportfs, u9fs) would go on looking
-            // for the file under the old name by the inode's fid, which the kernel uses
-            // as it is (an ftruncate or fsync of a descriptor, with no lookup first):
-            // the inode's fid becomes a walk to the new name.
-            if let Ok(nf) = pfid.walk_names(&[newname]).await {
-                let ino = ino_of(nf.qid().path);
-                if let Ok(mut m) = inner.inodes.lock() {
-                    if let Some(i) = m.get_mut(&ino) {
-                        i.fid = Arc::new(nf);
-                    }
+            // A server may know a fid by the path it was walked by (exportfs does):
+            // the inode gets a fid walked by its new name, and the fids of everything
+            // beneath a renamed directory are walked again when next used.
+            let ino = ino_of(f.qid().path);
+            let is_dir = f.qid().ty & QTDIR != 0;
+            let fresh = pfid.walk_names(std::slice::from_ref(&newname)).await.ok();
+            if let Ok(mut m) = inner.inodes.lock() {
+                if let Some(i) = m.get_mut(&ino) {
+                    i.name = newname;
+                    i.parent = parent.0;
+                    i.fid = fresh.map(Arc::new);
+                }
+                if is_dir {
+                    forget_fids_beneath(&mut m, ino);
                 }
             }
-            reply.ok()
+            reply.ok();
         });
     }
 
@@ -459,7 +567,7 @@ impl Filesystem for Bridge {
             self.inner.drop_ahead(ino);
         }
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino) else {
+            let Some(fid) = inner.fid(ino).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match fid.walk_names(&[]).await {
@@ -471,11 +579,13 @@ impl Filesystem for Bridge {
             }
             // Files that are not disk-like (no length, append-only, exclusive) are
             // read and written through to the server, never from the page cache.
+            // A file of length 0 may be synthetic (its contents made when read, as in
+            // /proc or a Plan 9 device), so it is not cached even with -c.
             let q = f.qid();
             let synthetic = q.ty & (QTAPPEND | QTEXCL) != 0;
-            let direct = !inner.cache || synthetic;
-            let disk =
-                !synthetic && q.ty & QTDIR == 0 && fid.stat().await.is_ok_and(|st| st.length > 0);
+            let dir = q.ty & QTDIR != 0;
+            let disk = !synthetic && !dir && fid.stat().await.is_ok_and(|st| st.length > 0);
+            let direct = !inner.cache || (!dir && !disk);
             let fh = inner.new_handle_disk(f, ino.0, disk);
             reply.opened(
                 FileHandle(fh),
@@ -503,20 +613,21 @@ impl Filesystem for Bridge {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);
             };
-            // A read started early for exactly this offset and count is used.
+            // A read started early for exactly this offset and count is used; reads
+            // started for anything else are forgotten.
             let (early, disk) = match inner.handles.lock() {
                 Ok(mut h) => match h.get_mut(&fh.0) {
                     Some(h) => {
-                        let a = h.ahead.take();
-                        let disk = h.disk;
-                        match a {
-                            Some((o, n, j)) if o == offset && n == size => (Some(j), disk),
-                            Some((_, _, j)) => {
-                                drop(j);
-                                (None, disk)
+                        let early = match h.ahead.front() {
+                            Some(&(o, n, _)) if o == offset && n == size => {
+                                h.ahead.pop_front().map(|(_, _, j)| j)
                             }
-                            None => (None, disk),
-                        }
+                            _ => {
+                                h.ahead.clear();
+                                None
+                            }
+                        };
+                        (early, h.disk)
                     }
                     None => (None, false),
                 },
@@ -534,20 +645,24 @@ impl Filesystem for Bridge {
                 Err(e) => return reply.error(e),
             };
             let full = data.len() == size as usize;
-            // Reading straight through a disk-like file: start the next read now, so
-            // that the server works while the program takes this piece. It is noted
-            // before the reply goes, so that a change the program makes after this read
-            // finds it to drop.
+            // Reading straight through a disk-like file: keep the next pieces coming,
+            // so that the server works while the program takes this one. They are
+            // noted before the reply goes, so that a change the program makes after
+            // this read finds them to drop.
             if disk && full {
-                let next = offset + size as u64;
-                let f = Arc::clone(&fid);
-                let j = inner
-                    .rt
-                    .spawn(async move { read_full(&f, next, size).await });
+                let depth = (READ_AHEAD_BYTES / size.max(1) as usize).clamp(1, READ_AHEAD_MAX);
                 if let Ok(mut h) = inner.handles.lock() {
                     if let Some(h) = h.get_mut(&fh.0) {
-                        if let Some((_, _, old)) = h.ahead.replace((next, size, j)) {
-                            drop(old);
+                        let mut next = h
+                            .ahead
+                            .back()
+                            .map_or(offset + size as u64, |&(o, n, _)| o + n as u64);
+                        while h.ahead.len() < depth {
+                            let f = Arc::clone(&fid);
+                            let at = next;
+                            let j = inner.rt.spawn(async move { read_full(&f, at, size).await });
+                            h.ahead.push_back((at, size, j));
+                            next += size as u64;
                         }
                     }
                 }
@@ -607,7 +722,7 @@ impl Filesystem for Bridge {
         spawn!(self, |inner| {
             let fid = match inner.handle(fh) {
                 Some((f, _)) => f,
-                None => match inner.fid(ino) {
+                None => match inner.fid(ino).await {
                     Some(f) => f,
                     None => return reply.error(Errno::EBADF),
                 },
@@ -648,23 +763,9 @@ impl Filesystem for Bridge {
         mut reply: ReplyDirectory,
     ) {
         spawn!(self, |inner| {
-            let Some((fid, entries)) = inner.handle(fh) else {
-                return reply.error(Errno::EBADF);
-            };
-            let entries = match entries {
-                Some(e) if offset > 0 => e,
-                _ => match fid.readdir().await {
-                    Ok(v) => {
-                        let v = Arc::new(v);
-                        if let Ok(mut h) = inner.handles.lock() {
-                            if let Some(h) = h.get_mut(&fh.0) {
-                                h.entries = Some(Arc::clone(&v));
-                            }
-                        }
-                        v
-                    }
-                    Err(e) => return reply.error(errno(&e)),
-                },
+            let entries = match inner.listing(fh, offset).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
             };
             // `.` and `..` first, then the server's entries.
             let mut all: Vec<(u64, FileType, String)> = vec![
@@ -683,6 +784,61 @@ impl Filesystem for Bridge {
                 if reply.add(INodeNo(n), (i + 1) as u64, kind, &name) {
                     break;
                 }
+            }
+            reply.ok();
+        });
+    }
+
+    /// A listing with each entry's attributes (only with `-c`, when the kernel may
+    /// keep them): a 9P directory read carries every entry's stat already, so this
+    /// costs no more messages than a plain listing, and `ls -l` or `find` then needs
+    /// no lookup per name. The files' fids are walked when first used.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        spawn!(self, |inner| {
+            let entries = match inner.listing(fh, offset).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
+            };
+            let ttl = ttl(inner.cache);
+            // `.` and `..` first (the kernel does not look them up from a listing).
+            let dot = FileAttr {
+                kind: FileType::Directory,
+                ..inner.attr(ino.0, &Stat::dont_touch())
+            };
+            for (i, name) in [".", ".."].into_iter().enumerate().skip(offset as usize) {
+                if reply.add(
+                    ino,
+                    (i + 1) as u64,
+                    name,
+                    &Duration::ZERO,
+                    &dot,
+                    Generation(0),
+                ) {
+                    return reply.ok();
+                }
+            }
+            let skip = (offset as usize).saturating_sub(2);
+            for (i, st) in entries.iter().enumerate().skip(skip) {
+                let n = ino_of(st.qid.path);
+                let a = inner.attr(n, st);
+                if reply.add(
+                    INodeNo(n),
+                    (i + 3) as u64,
+                    &st.name,
+                    &ttl,
+                    &a,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                inner.listed(n, ino.0, &st.name);
             }
             reply.ok();
         });
@@ -726,7 +882,7 @@ impl Filesystem for Bridge {
             _ => OREAD,
         };
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let mut f = match pfid.walk_names(&[]).await {
@@ -763,7 +919,7 @@ impl Bridge {
             return reply.error(Errno::ENOENT);
         };
         spawn!(self, |inner| {
-            let Some(pfid) = inner.fid(parent) else {
+            let Some(pfid) = inner.fid(parent).await else {
                 return reply.error(Errno::ENOENT);
             };
             let f = match pfid.walk_names(&[name]).await {

@@ -3,10 +3,12 @@
 //! - [`ramfs`]: an in-memory file tree;
 //! - [`exportfs`]: a host directory, confined beneath its root;
 //! - [`mux`]: many local clients over one connection to a server (`srv`);
+//! - [`fuse`], [`fuse_l`]: 9P2000 and 9P2000.L services as FUSE file systems;
 //! - [`daemon`]: announcing or posting a service and going into the background.
 
 pub mod daemon;
 pub mod exportfs;
 pub mod fuse;
+pub mod fuse_l;
 pub mod mux;
 pub mod ramfs;

@@ -254,6 +254,27 @@ fn server_gone_takes_the_mount_down() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(srv.pid(), libc::SIGKILL) };
     let _ = srv.child.wait();
+    // What a program asks of the mount now fails (EIO from the bridge, or ENOTCONN or
+    // ENOENT once it is gone, or ECONNABORTED as it goes), and at once: a thread asks, and must hear back within
+    // a second.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = m.p("f");
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&f).map(|_| ()));
+    });
+    match rx.recv_timeout(Duration::from_secs(1)) {
+        Ok(r) => {
+            let e = r.expect_err("a read of a mount whose server is gone");
+            assert!(
+                matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::ENOTCONN | libc::ENOENT | libc::ECONNABORTED)
+                ),
+                "{e}"
+            );
+        }
+        Err(_) => panic!("a read through the mount hung after the server went"),
+    }
     let start = Instant::now();
     loop {
         if let Ok(Some(st)) = m.child.try_wait() {

@@ -176,6 +176,51 @@ impl Inner {
         Some(Arc::clone(i.fid.get_or_insert(f)))
     }
 
+    /// The piece read ahead for exactly `offset` and `size`, if it has come (and was
+    /// read without error); anything else read ahead is forgotten.
+    fn ready_ahead(&self, fh: FileHandle, offset: u64, size: u32) -> Option<(Arc<Fid>, Bytes)> {
+        let mut hs = self.handles.lock().ok()?;
+        let h = hs.get_mut(&fh.0)?;
+        match h.ahead.front_mut() {
+            Some((o, n, j)) if *o == offset && *n == size && j.is_finished() => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::pin::Pin::new(j).poll(&mut cx) {
+                    std::task::Poll::Ready(Ok(Ok(data))) => {
+                        h.ahead.pop_front();
+                        Some((Arc::clone(&h.fid), data))
+                    }
+                    // An error, or a task that failed: the task path reads again.
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Keep the pieces after `offset` of a file read straight through in `size`
+    /// pieces coming, up to the read-ahead depth.
+    fn top_up(&self, fh: FileHandle, fid: &Arc<Fid>, offset: u64, size: u32) {
+        let depth = (READ_AHEAD_BYTES / size.max(1) as usize).clamp(1, READ_AHEAD_MAX);
+        let Ok(mut hs) = self.handles.lock() else {
+            return;
+        };
+        let Some(h) = hs.get_mut(&fh.0) else { return };
+        if !h.disk {
+            return;
+        }
+        let mut next = h
+            .ahead
+            .back()
+            .map_or(offset + size as u64, |&(o, n, _)| o + n as u64);
+        while h.ahead.len() < depth {
+            let f = Arc::clone(fid);
+            let at = next;
+            let j = self.rt.spawn(async move { read_full(&f, at, size).await });
+            h.ahead.push_back((at, size, j));
+            next += size as u64;
+        }
+    }
+
     /// The entries of an open directory: read when the listing starts (offset 0),
     /// kept for the rest of it.
     async fn listing(&self, fh: FileHandle, offset: u64) -> Result<Listing, Errno> {
@@ -586,7 +631,8 @@ impl Filesystem for Bridge {
             let dir = q.ty & QTDIR != 0;
             let disk = !synthetic && !dir && fid.stat().await.is_ok_and(|st| st.length > 0);
             let direct = !inner.cache || (!dir && !disk);
-            let fh = inner.new_handle_disk(f, ino.0, disk);
+            // Through the page cache the kernel reads ahead itself.
+            let fh = inner.new_handle_disk(f, ino.0, disk && direct);
             reply.opened(
                 FileHandle(fh),
                 if direct {
@@ -609,6 +655,14 @@ impl Filesystem for Bridge {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // A piece read ahead that has come already is answered here and now, with no
+        // hand-over to a task (a wake-up of another thread costs more than the copy).
+        if let Some((fid, data)) = self.inner.ready_ahead(fh, offset, size) {
+            if data.len() == size as usize {
+                self.inner.top_up(fh, &fid, offset, size);
+            }
+            return reply.data(&data);
+        }
         spawn!(self, |inner| {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);
@@ -644,28 +698,12 @@ impl Filesystem for Bridge {
                 Ok(d) => d,
                 Err(e) => return reply.error(e),
             };
-            let full = data.len() == size as usize;
             // Reading straight through a disk-like file: keep the next pieces coming,
             // so that the server works while the program takes this one. They are
             // noted before the reply goes, so that a change the program makes after
             // this read finds them to drop.
-            if disk && full {
-                let depth = (READ_AHEAD_BYTES / size.max(1) as usize).clamp(1, READ_AHEAD_MAX);
-                if let Ok(mut h) = inner.handles.lock() {
-                    if let Some(h) = h.get_mut(&fh.0) {
-                        let mut next = h
-                            .ahead
-                            .back()
-                            .map_or(offset + size as u64, |&(o, n, _)| o + n as u64);
-                        while h.ahead.len() < depth {
-                            let f = Arc::clone(&fid);
-                            let at = next;
-                            let j = inner.rt.spawn(async move { read_full(&f, at, size).await });
-                            h.ahead.push_back((at, size, j));
-                            next += size as u64;
-                        }
-                    }
-                }
+            if disk && data.len() == size as usize {
+                inner.top_up(fh, &fid, offset, size);
             }
             reply.data(&data);
         });

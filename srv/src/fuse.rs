@@ -383,6 +383,27 @@ fn forget_fids_beneath(m: &mut HashMap<u64, Inode>, dir: u64) {
     }
 }
 
+/// Fill a directory reply from `offset`: `.` and `..` (offsets 1 and 2), then the
+/// server's entries.
+fn fill_dir(ino: INodeNo, entries: &[Stat], offset: u64, reply: &mut ReplyDirectory) {
+    for (i, name) in [".", ".."].into_iter().enumerate().skip(offset as usize) {
+        if reply.add(ino, (i + 1) as u64, FileType::Directory, name) {
+            return;
+        }
+    }
+    let skip = (offset as usize).saturating_sub(2);
+    for (i, st) in entries.iter().enumerate().skip(skip) {
+        let kind = if st.qid.ty & QTDIR != 0 {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        };
+        if reply.add(INodeNo(ino_of(st.qid.path)), (i + 3) as u64, kind, &st.name) {
+            return;
+        }
+    }
+}
+
 /// Run a request's work on the runtime and answer from there.
 macro_rules! spawn {
     ($self:ident, |$inner:ident| $body:expr) => {{
@@ -800,29 +821,19 @@ impl Filesystem for Bridge {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        // Past the start the listing is at hand: answered here, with no task.
+        if offset > 0 {
+            if let Some((_, Some(entries))) = self.inner.handle(fh) {
+                fill_dir(ino, &entries, offset, &mut reply);
+                return reply.ok();
+            }
+        }
         spawn!(self, |inner| {
             let entries = match inner.listing(fh, offset).await {
                 Ok(e) => e,
                 Err(e) => return reply.error(e),
             };
-            // `.` and `..` first, then the server's entries.
-            let mut all: Vec<(u64, FileType, String)> = vec![
-                (ino.0, FileType::Directory, ".".into()),
-                (ino.0, FileType::Directory, "..".into()),
-            ];
-            for st in entries.iter() {
-                let kind = if st.qid.ty & QTDIR != 0 {
-                    FileType::Directory
-                } else {
-                    FileType::RegularFile
-                };
-                all.push((ino_of(st.qid.path), kind, st.name.clone()));
-            }
-            for (i, (n, kind, name)) in all.into_iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(n), (i + 1) as u64, kind, &name) {
-                    break;
-                }
-            }
+            fill_dir(ino, &entries, offset, &mut reply);
             reply.ok();
         });
     }

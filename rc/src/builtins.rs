@@ -8,14 +8,17 @@ pub type Builtin = fn(&mut Shell, &[String]) -> Res;
 
 /// The names of the built-in commands.
 pub const NAMES: &[&str] = &[
-    ".", "builtin", "cd", "eval", "exec", "exit", "finit", "flag", "rfork", "shift", "wait",
-    "whatis", "umask", "ulimit",
+    ".", "bind", "builtin", "cd", "eval", "exec", "exit", "finit", "flag", "mount", "rfork",
+    "shift", "unmount", "wait", "whatis", "umask", "ulimit",
 ];
 
 /// The built-in command of this name.
 pub fn lookup(name: &str) -> Option<Builtin> {
     Some(match name {
         "." => dot,
+        "bind" => namespace_cmd,
+        "mount" => namespace_cmd,
+        "unmount" => namespace_cmd,
         "builtin" => builtin,
         "cd" => cd,
         "eval" => eval,
@@ -277,15 +280,17 @@ fn flag(sh: &mut Shell, argv: &[String]) -> Res {
     Ok(())
 }
 
-/// `rfork [nNeEsfF]`. Of the flags that matter on Unix, `s` puts rc in a new process
-/// group; `e`, `E` (environment) and `f`, `F` (descriptors) are what a Unix process
-/// already has on its own. `n` and `N` (name space) come with ninespace's namespaces.
+/// `rfork [nNeEsfFm]`. Of the flags that matter on Unix, `s` puts rc in a new process
+/// group, `e`/`E` are no-ops but for `E` clearing what is exported, `F` closes
+/// descriptors, `n` gives rc a private copy of its name space and `N` a clean one,
+/// built from `$home/lib/namespace` (or the default). See docs/namespaces.md.
 fn rfork(sh: &mut Shell, argv: &[String]) -> Res {
     // Without flags: a new environment, name space and note group, as in rc(1).
     let flags = argv.get(1).map_or("ens", String::as_str);
     if argv.len() > 2 || flags.chars().any(|c| !"nNeEsfFm".contains(c)) {
         return usage(sh, "rfork [nNeEsfFm]");
     }
+    let mut status = String::new();
     for c in flags.chars() {
         match c {
             // A new note group: a process group of its own.
@@ -304,12 +309,83 @@ fn rfork(sh: &mut Shell, argv: &[String]) -> Res {
             }
             // A clean descriptor table, but for standard input, output and error.
             'F' => close_from(3),
-            // A process's environment and descriptors are its own copies already;
-            // name spaces (n, N, m) come with the namespace engine.
+            'n' | 'N' => {
+                if let Err(e) = new_namespace(sh, c == 'N') {
+                    let _ = writeln!(crate::exec::err(), "rfork: {e}");
+                    status = e;
+                }
+            }
+            // A process's environment and descriptors are its own copies already; `m`
+            // (no more mounts) has no Linux counterpart and is accepted as is.
             _ => {}
         }
     }
-    sh.set_status("");
+    sh.set_status(status);
+    Ok(())
+}
+
+/// The value of `name` for a namespace file: rc's variable, else the environment's
+/// (`home` and `user` fall back on `HOME` and `USER`).
+fn ns_var(sh: &Shell, name: &str) -> Vec<String> {
+    let v = sh.get(name);
+    if !v.is_empty() {
+        return v.to_vec();
+    }
+    let env = |n: &str| std::env::var(n).ok().filter(|s| !s.is_empty());
+    match env(name).or_else(|| match name {
+        "home" => env("HOME"),
+        "user" => env("USER"),
+        _ => None,
+    }) {
+        Some(s) => vec![s],
+        None => Vec::new(),
+    }
+}
+
+/// A private name space for rc (`rfork n`), or a clean one built from the
+/// namespace file (`rfork N`, a login).
+pub fn new_namespace(sh: &mut Shell, clean: bool) -> Result<(), String> {
+    srv::ns::fork(clean).map_err(|e| e.to_string())?;
+    if clean {
+        let home = ns_var(sh, "home")
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "/".into());
+        let own = format!("{home}/lib/namespace");
+        let (text, name) = match std::fs::read_to_string(&own) {
+            Ok(t) => (t, own),
+            Err(_) => (srv::ns::file::DEFAULT.to_string(), "namespace".to_string()),
+        };
+        let var = |n: &str| ns_var(sh, n);
+        srv::ns::file::run(&text, &name, &var, &mut |m| {
+            let _ = writeln!(crate::exec::err(), "rc: {m}");
+        });
+    }
+    Ok(())
+}
+
+/// `bind`, `mount` and `unmount`, as bind(1) describes them.
+fn namespace_cmd(sh: &mut Shell, argv: &[String]) -> Res {
+    if !srv::ns::is_private() {
+        let _ = writeln!(
+            crate::exec::err(),
+            "{}: not in a private name space (rfork n makes one)",
+            argv[0]
+        );
+        sh.set_status("no name space");
+        return Ok(());
+    }
+    match srv::ns::file::command(argv) {
+        Ok(()) => sh.set_status(""),
+        Err(e) => {
+            let _ = writeln!(crate::exec::err(), "{e}");
+            sh.set_status(if e.starts_with("usage") || e.contains("usage:") {
+                "usage".to_string()
+            } else {
+                e
+            });
+        }
+    }
     Ok(())
 }
 

@@ -421,6 +421,9 @@ pub fn main(argv: Vec<String>) -> i32 {
     catch_signals(sh.interactive);
     exec::save_stderr();
     sh.import_env(false);
+    if sh.flags.l {
+        login_namespace(&mut sh);
+    }
     sh.set("pid", vec![std::process::id().to_string()]);
     sh.set("rcname", vec![argv0.clone()]);
     match &cflag {
@@ -478,6 +481,37 @@ pub fn main(argv: Vec<String>) -> i32 {
         Err(_) => sh.status(),
     };
     sh.exit(&st);
+}
+
+/// A login starts in a private name space built from `$home/lib/namespace` (or the
+/// default one), unless `$NONAMESPACE` is set or `$home/lib/nonamespace` exists.
+/// Where user namespaces are denied, rc says why, once, and carries on in the
+/// host's name space (plan9port's way: services are sockets in `$NAMESPACE`).
+fn login_namespace(sh: &mut Shell) {
+    let home = sh
+        .get("home")
+        .first()
+        .cloned()
+        .or_else(|| std::env::var("HOME").ok())
+        .unwrap_or_else(|| "/".into());
+    if std::env::var_os("NONAMESPACE").is_some_and(|v| !v.is_empty())
+        || std::path::Path::new(&format!("{home}/lib/nonamespace")).exists()
+    {
+        return;
+    }
+    if let Err(why) = srv::ns::available() {
+        let _ = writeln!(
+            crate::exec::err(),
+            "rc: no private name space: {why}; carrying on without one (see docs/namespaces.md)"
+        );
+        return;
+    }
+    if let Err(e) = builtins::new_namespace(sh, true) {
+        let _ = writeln!(
+            crate::exec::err(),
+            "rc: {e}; carrying on without a private name space"
+        );
+    }
 }
 
 /// What `rc --help` prints.

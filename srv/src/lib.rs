@@ -12,5 +12,6 @@ pub mod exportfs;
 pub mod fuse;
 pub mod fuse_l;
 pub mod mux;
+pub mod ns;
 pub mod ramfs;
 pub mod union;

@@ -266,8 +266,11 @@ fn build_root() -> Result<()> {
     let mnt_fs = fresh("none")?;
 
     // The new root is put together at /tmp (hidden only in this name space, and only
-    // until the pivot), from the copies taken above.
-    let at = "/tmp";
+    // until the pivot), from the copies taken above; any directory will do.
+    let at = ["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/opt"]
+        .into_iter()
+        .find(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+        .ok_or_else(|| Error::Msg("no directory to build the root in".into()))?;
     sys::attach(&root, at).map_err(|e| Error::Msg(format!("root: {}", errstr(&e))))?;
     let mk = |rel: &str, dir: bool| -> Result<String> {
         let p = format!("{at}/{rel}");

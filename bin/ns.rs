@@ -11,6 +11,11 @@ use clap::Parser;
 struct Args {}
 
 fn main() {
+    // The namespace engine runs its union and 9P servers as `ns --serve ...`.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a == "--serve") {
+        std::process::exit(srv::ns::serve::main(&argv[2..]));
+    }
     let _ = Args::parse();
     if !srv::ns::is_private() {
         eprintln!("ns: not in a private name space (rfork n, or a login rc, makes one)");

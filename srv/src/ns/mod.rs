@@ -16,6 +16,7 @@
 
 pub mod file;
 pub mod mountinfo;
+pub mod serve;
 mod sys;
 
 use std::io;
@@ -475,10 +476,10 @@ fn service_addr(s: &str) -> String {
 }
 
 /// A union member, re-opened from the process that serves a union.
-struct Held {
-    dir: OwnedFd,
-    create: bool,
-    label: String,
+pub(crate) struct Held {
+    pub(crate) dir: OwnedFd,
+    pub(crate) create: bool,
+    pub(crate) label: String,
 }
 
 /// The members of the union mounted as `m`, if it is one.
@@ -752,7 +753,7 @@ fn bound_from(all: &[Mount], m: &Mount) -> String {
 }
 
 /// A file server to start in a process of its own.
-enum Server {
+pub(crate) enum Server {
     Union(Vec<Held>),
     NineP {
         addr: String,
@@ -761,33 +762,60 @@ enum Server {
     },
 }
 
-/// Start `server` in a process of its own, leave it serving a new FUSE mount, and
-/// return that mount, detached, to be attached where it belongs. The process leaves
-/// this name space (keeping only /proc), so that it does not keep alive the name
-/// space whose mount it serves: when the last name space holding the mount goes, so
-/// does it.
+/// Start `server` in a process of its own (the `ns` program, run as `ns --serve`:
+/// see [`serve`]), leave it serving a new FUSE mount, and return that mount, detached,
+/// to be attached where it belongs. The program is exec'd, so that rc carries none of
+/// the servers' code.
 fn spawn(server: Server) -> std::result::Result<OwnedFd, String> {
+    let prog = server_program()?;
     let (ours, theirs) = UnixStream::pair().map_err(|e| errstr(&e))?;
-    let keep: Vec<RawFd> = match &server {
-        Server::Union(m) => m.iter().map(|h| h.dir.as_raw_fd()).collect(),
-        Server::NineP { .. } => Vec::new(),
-    };
-    // SAFETY: the engine runs in single-threaded programs (rc); the child only
-    // makes system calls and then runs the server, never returning here.
+    let mut pass: Vec<RawFd> = vec![theirs.as_raw_fd()];
+    let mut args: Vec<String> = vec!["ns".into(), "--serve".into()];
+    match &server {
+        Server::Union(m) => {
+            args.push("union".into());
+            args.push(theirs.as_raw_fd().to_string());
+            for h in m {
+                pass.push(h.dir.as_raw_fd());
+                args.push(h.dir.as_raw_fd().to_string());
+                args.push(if h.create { "c" } else { "-" }.into());
+                args.push(h.label.clone());
+            }
+        }
+        Server::NineP { addr, aname, cache } => {
+            args.push("9p".into());
+            args.push(theirs.as_raw_fd().to_string());
+            args.push(addr.clone());
+            args.push(aname.clone());
+            args.push(if *cache { "C" } else { "-" }.into());
+        }
+    }
+    let cprog =
+        std::ffi::CString::new(prog.as_str()).map_err(|_| "bad program name".to_string())?;
+    let cargs: Vec<std::ffi::CString> = args
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_str()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| "a name holds a NUL byte".to_string())?;
+    let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: the engine runs in single-threaded programs (rc); between fork and exec
+    // the child makes system calls only, on memory prepared before the fork.
     match unsafe { libc::fork() } {
         -1 => return Err(errstr(&io::Error::last_os_error())),
         0 => {
-            drop(ours);
             // SAFETY: as above; the middle process exits at once so the server is
             // nobody's child.
-            match unsafe { libc::fork() } {
-                0 => {
-                    let code = serve(server, theirs, &keep);
-                    // SAFETY: leaving the process without running anything of the
-                    // parent's.
-                    unsafe { libc::_exit(code) }
+            unsafe {
+                if libc::fork() == 0 {
+                    for fd in &pass {
+                        libc::fcntl(*fd, libc::F_SETFD, 0);
+                    }
+                    libc::execv(cprog.as_ptr(), argv.as_ptr());
+                    let msg = b"cannot run the ns program";
+                    libc::write(theirs.as_raw_fd(), msg.as_ptr().cast(), msg.len());
                 }
-                _ => unsafe { libc::_exit(0) },
+                libc::_exit(0)
             }
         }
         pid => {
@@ -797,6 +825,31 @@ fn spawn(server: Server) -> std::result::Result<OwnedFd, String> {
     }
     drop(server);
     receive(&ours)
+}
+
+/// The `ns` program, which runs the servers: `$NINESPACE_NS`, else the one beside this
+/// program, else the first in `$path`.
+fn server_program() -> std::result::Result<String, String> {
+    let exec = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(p) = std::env::var_os("NINESPACE_NS").filter(|p| !p.is_empty()) {
+        return Ok(p.to_string_lossy().into_owned());
+    }
+    if let Ok(me) = std::env::current_exe() {
+        if let Some(p) = me.parent().map(|d| d.join("ns")).filter(|p| exec(p)) {
+            return Ok(p.to_string_lossy().into_owned());
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for d in std::env::split_paths(&path) {
+        let p = d.join("ns");
+        if exec(&p) {
+            return Ok(p.to_string_lossy().into_owned());
+        }
+    }
+    Err("the ns program is missing (install ninespace's programs together)".into())
 }
 
 /// The reply of a server process: its mount, or why it failed.
@@ -835,215 +888,11 @@ fn receive(s: &UnixStream) -> std::result::Result<OwnedFd, String> {
     }
 }
 
-fn send(s: &UnixStream, text: &str, fd: Option<&OwnedFd>) {
+pub(crate) fn send(s: &UnixStream, text: &str, fd: Option<&OwnedFd>) {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let iov = [io::IoSlice::new(text.as_bytes())];
     let fds: Vec<RawFd> = fd.map(|f| vec![f.as_raw_fd()]).unwrap_or_default();
     let cm = [ControlMessage::ScmRights(&fds)];
     let cms: &[ControlMessage] = if fds.is_empty() { &[] } else { &cm };
     let _ = sendmsg::<()>(s.as_raw_fd(), &iov, cms, MsgFlags::empty(), None);
-}
-
-/// Close every descriptor but `keep`.
-fn close_others(keep: &[RawFd]) {
-    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in fds {
-        if !keep.contains(&fd) {
-            // SAFETY: closing descriptors this process will not use again.
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// The server process: set up, mount, report, leave the name space, serve.
-fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
-    let mut k = keep.to_vec();
-    k.extend([0, 1, 2, report.as_raw_fd()]);
-    close_others(&k);
-    // Standard input, output and error on /dev/null: nobody's terminal or pipe.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            if fd != null.as_raw_fd() {
-                // SAFETY: dup2 onto the standard descriptors.
-                unsafe { libc::dup2(null.as_raw_fd(), fd) };
-            }
-        }
-        if null.as_raw_fd() < 3 {
-            std::mem::forget(null);
-        }
-    }
-    // SAFETY: no arguments; a session of our own, away from the terminal's signals.
-    unsafe { libc::setsid() };
-    let fail = |msg: String| {
-        send(&report, &msg, None);
-        1
-    };
-    let devfuse = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(f) => OwnedFd::from(f),
-        Err(e) => return fail(format!("/dev/fuse: {}", errstr(&e))),
-    };
-    let uid = nix::unistd::getuid().as_raw().to_string();
-    let gid = nix::unistd::getgid().as_raw().to_string();
-    let fdnum = devfuse.as_raw_fd().to_string();
-    let mk = |source: &str, subtype: &str| {
-        sys::new_mount(
-            "fuse",
-            &[
-                ("source", Some(source)),
-                ("subtype", Some(subtype)),
-                ("fd", Some(&fdnum)),
-                ("rootmode", Some("40000")),
-                ("user_id", Some(&uid)),
-                ("group_id", Some(&gid)),
-            ],
-            libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        )
-    };
-    match server {
-        Server::Union(held) => {
-            let members: Vec<crate::union::Member> = held
-                .into_iter()
-                .map(|h| crate::union::Member {
-                    dir: h.dir,
-                    create: h.create,
-                    label: h.label,
-                })
-                .collect();
-            let source = crate::union::source(std::process::id(), &members);
-            let tree = match mk(&source, "union") {
-                Ok(t) => t,
-                Err(e) => return fail(format!("mount: {}", errstr(&e))),
-            };
-            send(&report, "ok", Some(&tree));
-            drop(tree);
-            drop(report);
-            leave();
-            let config = crate::union::config(&source);
-            let fs = crate::union::Union::new(members);
-            match fuser::Session::from_fd(fs, devfuse, fuser::SessionACL::Owner, config) {
-                Ok(s) => {
-                    let _ = s.run();
-                    0
-                }
-                Err(_) => 1,
-            }
-        }
-        Server::NineP { addr, aname, cache } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(format!("runtime: {e}")),
-            };
-            let user = lib9::ns::user();
-            let conn = rt.block_on(async {
-                let c = lib9::Client::dial(&addr).await.map_err(|e| e.to_string())?;
-                let root = c.attach(&user, &aname).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((c, root))
-            });
-            let (client, root) = match conn {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let mut source = format!("9p:{}{addr}", if cache { "C:" } else { "" });
-            if !aname.is_empty() {
-                source.push(' ');
-                source.push_str(&aname);
-            }
-            let tree = match mk(&source, "9p") {
-                Ok(t) => t,
-                Err(e) => return fail(format!("mount: {}", errstr(&e))),
-            };
-            send(&report, "ok", Some(&tree));
-            drop(tree);
-            drop(report);
-            leave();
-            let b = crate::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), cache);
-            let session = match fuser::Session::from_fd(
-                b,
-                devfuse,
-                fuser::SessionACL::Owner,
-                fuser::Config::default(),
-            ) {
-                Ok(s) => s,
-                Err(_) => return 1,
-            };
-            // Until the mount goes, or the server hangs up (then every operation
-            // fails at once: the connection to the kernel goes with this process).
-            let bg = match session.spawn() {
-                Ok(b) => b,
-                Err(_) => return 1,
-            };
-            let done = std::sync::Arc::new(tokio::sync::Notify::new());
-            let d2 = done.clone();
-            let waiter = std::thread::spawn(move || {
-                let _ = bg.join();
-                d2.notify_one();
-            });
-            rt.block_on(async {
-                tokio::select! {
-                    _ = client.hungup() => {}
-                    _ = done.notified() => {}
-                }
-            });
-            drop(waiter);
-            0
-        }
-    }
-}
-
-/// Leave the caller's name space for one holding only the root file system, /proc
-/// and /dev/fuse (fuser opens it again for its threads), so that this process keeps
-/// no mount of it alive.
-fn leave() {
-    if sys::unshare(libc::CLONE_NEWNS).is_err() {
-        return;
-    }
-    let _ = sys::make_private("/");
-    let _ = std::env::set_current_dir("/");
-    let fuse = sys::clone_tree(libc::AT_FDCWD, "/dev/fuse").ok();
-    for _ in 0..8 {
-        let Ok(all) = mountinfo::read() else { return };
-        let Some(root) = all.iter().find(|m| m.point == "/").map(|m| m.id) else {
-            return;
-        };
-        let kids: Vec<&Mount> = all
-            .iter()
-            .filter(|m| m.parent == root && m.id != root && m.point != "/proc")
-            .collect();
-        if kids.is_empty() {
-            break;
-        }
-        for m in kids {
-            let _ = sys::detach(&m.point);
-        }
-    }
-    if let (Some(fuse), Ok(dev)) = (
-        fuse,
-        sys::new_mount(
-            "tmpfs",
-            &[("source", Some("none")), ("size", Some("4k"))],
-            0,
-        ),
-    ) {
-        if sys::attach(&dev, "/dev").is_ok() && std::fs::File::create("/dev/fuse").is_ok() {
-            let _ = sys::attach(&fuse, "/dev/fuse");
-        }
-    }
 }

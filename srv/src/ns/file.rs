@@ -307,4 +307,29 @@ mod tests {
         assert_eq!(msgs[1], format!("f:3: {BIND_USAGE}"));
         assert_eq!(msgs[2], "f:4: usage: cd dir");
     }
+
+    proptest::proptest! {
+        // Any line: words() answers, and never panics or loops.
+        #[test]
+        fn any_line_is_answered(line in "\\PC{0,200}") {
+            let _ = words(&line, &env);
+        }
+
+        // Words quoted with super::super::quote read back as themselves.
+        #[test]
+        fn quoted_words_read_back(ws in proptest::collection::vec("[^\n\r\u{0}]{0,12}", 0..6)) {
+            let line: Vec<String> = ws.iter().map(|w| crate::ns::quote(w)).collect();
+            let back = words(&line.join(" "), &|_| Vec::new()).unwrap();
+            // `$` outside quotes is expanded; quote() quotes it.
+            proptest::prop_assert_eq!(back, ws);
+        }
+
+        // Any namespace file: run() reports, never panics (only commands that fail
+        // without touching anything: no private name space in a unit test).
+        #[test]
+        fn any_flags_are_answered(args in proptest::collection::vec("-?[abcCnqx-]{0,4}", 0..5)) {
+            let _ = flags(&args, true);
+            let _ = flags(&args, false);
+        }
+    }
 }

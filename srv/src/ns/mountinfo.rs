@@ -127,4 +127,26 @@ mod tests {
         assert_eq!(unescape("a\\0"), "a\\0");
         assert_eq!(unescape("\\134"), "\\");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_without_panic(t in "\\PC{0,400}") {
+            let all = parse(&t);
+            for m in &all {
+                let _ = stack(&all, &m.point);
+            }
+        }
+
+        #[test]
+        fn escapes_read_back(s in "[ -~\t\n]{0,40}") {
+            let e: String = s.chars().map(|c| match c {
+                ' ' => "\\040".to_string(),
+                '\t' => "\\011".to_string(),
+                '\n' => "\\012".to_string(),
+                '\\' => "\\134".to_string(),
+                c => c.to_string(),
+            }).collect();
+            proptest::prop_assert_eq!(unescape(&e), s);
+        }
+    }
 }

@@ -400,7 +400,7 @@ fn detach_all(point: &str) -> Result<bool> {
         if user_stack(point)?.is_empty() {
             return Ok(any);
         }
-        sys::detach(point).map_err(|e| path_err(point, &e))?;
+        detach(point)?;
         any = true;
     }
     Err(Error::Path(point.into(), "too many mounts".into()))
@@ -422,7 +422,7 @@ pub fn bind(new: &str, old: &str, f: Flags) -> Result<()> {
         let tree = sys::clone_tree(libc::AT_FDCWD, &newc).map_err(|e| path_err(new, &e))?;
         sys::set_attr(&tree, libc::MOUNT_ATTR_NOSUID).map_err(|e| path_err(new, &e))?;
         detach_all(&oldc)?;
-        return sys::attach(&tree, &oldc).map_err(|e| path_err(old, &e));
+        return put(&tree, &oldc).map_err(|e| path_err(old, &e));
     }
     if !is_dir(&newc)? {
         return Err(Error::Msg("inconsistent mount".into()));
@@ -436,7 +436,7 @@ pub fn bind(new: &str, old: &str, f: Flags) -> Result<()> {
 pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
     let oldc = canon(old)?;
     if !is_dir(&oldc)? {
-        return Err(Error::Path(old.into(), "not a directory".into()));
+        return Err(Error::Msg("inconsistent mount".into()));
     }
     let addr = service_addr(service);
     let tree = spawn(Server::NineP {
@@ -447,11 +447,13 @@ pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
     .map_err(|e| Error::Msg(format!("{service}: {e}")))?;
     if f.order == Order::Replace {
         detach_all(&oldc)?;
-        return sys::attach(&tree, &oldc).map_err(|e| path_err(old, &e));
+        return put(&tree, &oldc).map_err(|e| path_err(old, &e));
     }
     // As a member of a union: its root, opened through the detached mount.
     let dir = sys::open_dir(&format!("/proc/self/fd/{}", tree.as_raw_fd()))
         .map_err(|e| Error::Msg(format!("{service}: {}", errstr(&e))))?;
+    // Its root's attributes, fetched (see `put`).
+    let _ = sys::fstat(dir.as_raw_fd());
     drop(tree);
     let mut label = format!("mount {}{addr}", if f.cache { "-C " } else { "" });
     if !aname.is_empty() {
@@ -542,9 +544,52 @@ fn add_member(oldc: &str, dir: OwnedFd, f: Flags, label: String) -> Result<()> {
 fn replace_union(oldc: &str, over_union: bool, members: Vec<Held>) -> Result<()> {
     let tree = spawn(Server::Union(members)).map_err(|e| Error::Msg(format!("union: {e}")))?;
     if over_union {
-        sys::detach(oldc).map_err(|e| path_err(oldc, &e))?;
+        detach(oldc)?;
     }
-    sys::attach(&tree, oldc).map_err(|e| path_err(oldc, &e))
+    put(&tree, oldc).map_err(|e| path_err(oldc, &e))
+}
+
+/// Attach `tree` at `point`, and fetch the attributes of its root: until then the
+/// kernel takes a new FUSE root for root's (uid 0), which in a user namespace has no
+/// mapping and refuses an ordinary user's creates.
+fn put(tree: &OwnedFd, point: &str) -> io::Result<()> {
+    sys::attach(tree, point)?;
+    let _ = sys::stat_path(point);
+    Ok(())
+}
+
+/// Detach the topmost mount at `point`. When a union above hides that mount point
+/// (`mount x /n/r` then `bind -a y /n`: `/n/r` now leads into the union), the mount is
+/// reached through the union's members, as Plan 9 reaches it through the name.
+fn detach(point: &str) -> Result<()> {
+    match sys::detach(point) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let all = read_mounts()?;
+            let mut p = std::path::Path::new(point);
+            while let Some(up) = p.parent() {
+                let upc = up.to_string_lossy();
+                let rest = point[upc.len()..].trim_start_matches('/');
+                if let Some(top) = mountinfo::stack(&all, &upc).last() {
+                    if let Some((pid, members)) = crate::union::parse_source(&top.source) {
+                        for (fd, _, _) in members {
+                            if sys::detach(&format!("/proc/{pid}/fd/{fd}/{rest}")).is_ok() {
+                                // The union server may hold what was there open, and
+                                // the kernel its names: a new server forgets both.
+                                if let Some(Ok(held)) = union_members(top) {
+                                    replace_union(&upc, true, held)?;
+                                }
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                p = up;
+            }
+            Err(path_err(point, &e))
+        }
+        Err(e) => Err(path_err(point, &e)),
+    }
 }
 
 /// unmount(2): take away what is at `old`, or only `new` from the union there.
@@ -586,7 +631,7 @@ pub fn unmount(new: Option<&str>, old: &str) -> Result<()> {
         // Only what was there before the union left: the union goes.
         let only_old = members.len() == 1 && members[0].label == oldc && !members[0].create;
         if members.is_empty() || only_old {
-            return sys::detach(&oldc).map_err(|e| path_err(old, &e));
+            return detach(&oldc);
         }
         return replace_union(&oldc, true, members);
     }
@@ -596,9 +641,9 @@ pub fn unmount(new: Option<&str>, old: &str) -> Result<()> {
         || (top.fstype.starts_with("fuse")
             && nine_p_source(&top.source).is_some_and(|(a, _)| a == service_addr(new)));
     if !same {
-        return Err(Error::Msg("not mounted".into()));
+        return Err(Error::Msg("not in union".into()));
     }
-    sys::detach(&oldc).map_err(|e| path_err(old, &e))
+    detach(&oldc)
 }
 
 /// The source a 9P mount is recorded with: the address, and the aname after a space.

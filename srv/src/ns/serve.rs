@@ -4,6 +4,7 @@
 //! serves until the kernel ends the FUSE connection (when the last name space holding
 //! the mount goes).
 
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -161,6 +162,14 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             }
         }
         Server::NineP { addr, aname, cache } => {
+            // Connect here, where the service's name means something; then leave the
+            // name space before any thread is started (a thread would stay in it and
+            // keep it alive), and only then speak 9P.
+            let stream = match connect(&addr) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            leave();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -171,7 +180,12 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             };
             let user = lib9::ns::user();
             let conn = rt.block_on(async {
-                let c = lib9::Client::dial(&addr).await.map_err(|e| e.to_string())?;
+                let conn = stream
+                    .into_conn()
+                    .map_err(|e| format!("{addr}: {}", errstr(&e)))?;
+                let c = lib9::Client::connect(conn, lib9::client::Options::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let root = c.attach(&user, &aname).await.map_err(|e| e.to_string())?;
                 Ok::<_, String>((c, root))
             });
@@ -191,7 +205,6 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             send(&report, "ok", Some(&tree));
             drop(tree);
             drop(report);
-            leave();
             let b = crate::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), cache);
             let session = match fuser::Session::from_fd(
                 b,
@@ -223,6 +236,45 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             drop(waiter);
             0
         }
+    }
+}
+
+/// A connection made before the runtime exists.
+enum Stream {
+    Unix(std::os::unix::net::UnixStream, String),
+    Tcp(std::net::TcpStream, String),
+}
+
+impl Stream {
+    /// As lib9's connection; inside the runtime.
+    fn into_conn(self) -> io::Result<lib9::dial::Conn> {
+        Ok(match self {
+            Stream::Unix(s, name) => {
+                s.set_nonblocking(true)?;
+                lib9::dial::Conn::from_unix(tokio::net::UnixStream::from_std(s)?, name)
+            }
+            Stream::Tcp(s, name) => {
+                s.set_nonblocking(true)?;
+                lib9::dial::Conn::from_tcp(tokio::net::TcpStream::from_std(s)?, name)
+            }
+        })
+    }
+}
+
+/// Dial `addr` (a dial string, or a name posted in `$NAMESPACE`) without a runtime.
+fn connect(addr: &str) -> Result<Stream, String> {
+    let a = lib9::dial::parse(addr).map_err(|e| e.to_string())?;
+    let name = a.to_string();
+    match a {
+        lib9::dial::Addr::Unix(p) => std::os::unix::net::UnixStream::connect(&p)
+            .map(|s| Stream::Unix(s, name.clone()))
+            .map_err(|e| format!("{name}: {}", errstr(&e))),
+        lib9::dial::Addr::Tcp { host, port } => std::net::TcpStream::connect((host.as_str(), port))
+            .map(|s| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s, name.clone())
+            })
+            .map_err(|e| format!("{name}: {}", errstr(&e))),
     }
 }
 

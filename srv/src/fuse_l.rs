@@ -49,8 +49,21 @@ fn ino_of(path: u64) -> u64 {
     path.wrapping_add(2)
 }
 
+/// Whether the server's `qid` is the file the kernel calls `ino`.
+fn ours(ino: INodeNo, qid: &lib9::fcall::Qid) -> bool {
+    ino.0 == 1 || ino_of(qid.path) == ino.0
+}
+
 fn errno(e: &lib9::client_l::Error) -> Errno {
     Errno::from_i32(e.errno())
+}
+
+/// The errno for a file the kernel holds, asked for by the path its fid was walked
+/// by: a path that is gone (the file removed or renamed by another of its names, or
+/// from outside) is a stale handle, on which the kernel looks the name up again and
+/// retries (a descriptor's file no longer named anywhere stays stale).
+fn held(e: Errno) -> Errno {
+    if e == Errno::ENOENT { Errno::ESTALE } else { e }
 }
 
 struct Inode {
@@ -61,13 +74,21 @@ struct Inode {
     parent: u64,
     name: String,
     nlookup: u64,
+    /// Other names the file was known by, newest last (hard links; names since
+    /// renamed or removed fail the check in `verified`): tried when the one above no
+    /// longer names it.
+    others: Vec<(u64, String)>,
 }
+
+/// How many other names an inode keeps.
+const OTHERS: usize = 8;
 
 struct Inner {
     client: LClient,
     rt: tokio::runtime::Handle,
     inodes: Mutex<HashMap<u64, Inode>>,
-    handles: Mutex<HashMap<u64, Arc<LFid>>>,
+    /// Open files: by handle, the inode and the opened fid.
+    handles: Mutex<HashMap<u64, (u64, Arc<LFid>)>>,
     next_fh: Mutex<u64>,
     cache: bool,
 }
@@ -88,6 +109,7 @@ impl BridgeL {
                 parent: 1,
                 name: String::new(),
                 nlookup: 1,
+                others: Vec::new(),
             },
         );
         BridgeL {
@@ -163,10 +185,87 @@ impl Inner {
     }
 
     fn handle(&self, fh: FileHandle) -> Option<Arc<LFid>> {
-        self.handles.lock().ok()?.get(&fh.0).cloned()
+        self.handles
+            .lock()
+            .ok()?
+            .get(&fh.0)
+            .map(|(_, f)| Arc::clone(f))
     }
 
-    fn new_handle(&self, fid: LFid) -> u64 {
+    /// A walked (not opened) fid that names the file `ino` now, with its
+    /// attributes: the inode's, or one walked by another name the file was known by
+    /// (see `verified`). Else `ESTALE`, or the error asking gave.
+    async fn walked(&self, ino: INodeNo) -> Result<(Arc<LFid>, Attr), Errno> {
+        let mut err = Errno::ESTALE;
+        if let Some(f) = self.fid(ino).await {
+            match f.getattr(GETATTR_BASIC).await {
+                Ok(a) if ours(ino, &a.qid) => return Ok((f, a)),
+                Ok(_) => {}
+                Err(e) => err = held(errno(&e)),
+            }
+        }
+        // Another name it was known by (a hard link) may still name it.
+        let others = match self.inodes.lock() {
+            Ok(m) => m.get(&ino.0).map(|i| i.others.clone()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for (p, n) in others.into_iter().rev() {
+            let Some(pfid) = self.fid(INodeNo(p)).await else {
+                continue;
+            };
+            let Ok(f) = pfid.walk1(&n).await else {
+                continue;
+            };
+            if let Ok(a) = f.getattr(GETATTR_BASIC).await {
+                if ours(ino, &a.qid) {
+                    let f = Arc::new(f);
+                    if let Ok(mut m) = self.inodes.lock() {
+                        if let Some(i) = m.get_mut(&ino.0) {
+                            i.others.retain(|o| (o.0, o.1.as_str()) != (p, n.as_str()));
+                            i.fid = Some(Arc::clone(&f));
+                            i.parent = p;
+                            i.name = n;
+                        }
+                    }
+                    return Ok((f, a));
+                }
+            }
+        }
+        Err(err)
+    }
+
+    /// A fid that names the file `ino` now, with its attributes: the walked one, or
+    /// else one open on the file (the kernel's `fh`, or any). Servers such as diod
+    /// know every fid by its path, even an open one, and a path may be gone or name
+    /// another file since (the file removed, or replaced by a rename, while open, or
+    /// the name it was last looked up by removed): that other file must not be taken
+    /// for this one, stated or changed. Neither: `ESTALE` (see `held`).
+    async fn verified(
+        &self,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+    ) -> Result<(Arc<LFid>, Attr), Errno> {
+        let err = match self.walked(ino).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let open = self.handles.lock().ok().and_then(|h| {
+            fh.and_then(|fh| h.get(&fh.0))
+                .filter(|(i, _)| *i == ino.0)
+                .or_else(|| h.values().find(|(i, _)| *i == ino.0))
+                .map(|(_, f)| Arc::clone(f))
+        });
+        if let Some(f) = open {
+            if let Ok(a) = f.getattr(GETATTR_BASIC).await {
+                if ours(ino, &a.qid) {
+                    return Ok((f, a));
+                }
+            }
+        }
+        Err(err)
+    }
+
+    fn new_handle(&self, fid: LFid, ino: u64) -> u64 {
         let fh = match self.next_fh.lock() {
             Ok(mut n) => {
                 *n += 1;
@@ -175,7 +274,7 @@ impl Inner {
             Err(_) => 0,
         };
         if let Ok(mut h) = self.handles.lock() {
-            h.insert(fh, Arc::new(fid));
+            h.insert(fh, (ino, Arc::new(fid)));
         }
         fh
     }
@@ -190,6 +289,15 @@ impl Inner {
                     if count {
                         i.nlookup += 1;
                     }
+                    if (i.parent, i.name.as_str()) != (parent.0, name) {
+                        let old = (i.parent, std::mem::take(&mut i.name));
+                        i.others
+                            .retain(|o| *o != old && (o.0, o.1.as_str()) != (parent.0, name));
+                        i.others.push(old);
+                        if i.others.len() > OTHERS {
+                            i.others.remove(0);
+                        }
+                    }
                     i.fid = Some(Arc::new(fid));
                     i.parent = parent.0;
                     i.name = name.to_string();
@@ -202,6 +310,7 @@ impl Inner {
                             parent: parent.0,
                             name: name.to_string(),
                             nlookup: 1,
+                            others: Vec::new(),
                         },
                     );
                 }
@@ -219,9 +328,8 @@ impl Inner {
         Ok(self.remember(fid, &a, true, parent, name))
     }
 
-    async fn getattr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
-        let fid = self.fid(ino).await.ok_or(Errno::ENOENT)?;
-        let a = fid.getattr(GETATTR_BASIC).await.map_err(|e| errno(&e))?;
+    async fn getattr(&self, ino: INodeNo, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
+        let (_, a) = self.verified(ino, fh).await?;
         Ok(attr(ino.0, &a))
     }
 }
@@ -306,8 +414,8 @@ impl Filesystem for BridgeL {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        spawn!(self, |inner| match inner.getattr(ino).await {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        spawn!(self, |inner| match inner.getattr(ino, fh).await {
             Ok(a) => reply.attr(&ttl(inner.cache), &a),
             Err(e) => reply.error(e),
         });
@@ -324,7 +432,7 @@ impl Filesystem for BridgeL {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -368,15 +476,16 @@ impl Filesystem for BridgeL {
             s.valid |= SETATTR_CTIME;
         }
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino).await else {
-                return reply.error(Errno::ENOENT);
+            let fid = match inner.verified(ino, fh).await {
+                Ok((f, _)) => f,
+                Err(e) => return reply.error(e),
             };
             if s.valid != 0 {
                 if let Err(e) = fid.setattr(s).await {
                     return reply.error(errno(&e));
                 }
             }
-            match inner.getattr(ino).await {
+            match inner.getattr(ino, fh).await {
                 Ok(a) => reply.attr(&ttl(inner.cache), &a),
                 Err(e) => reply.error(e),
             }
@@ -386,11 +495,13 @@ impl Filesystem for BridgeL {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         spawn!(self, |inner| {
             let Some(fid) = inner.fid(ino).await else {
-                return reply.error(Errno::ENOENT);
+                return reply.error(Errno::ESTALE);
             };
-            match fid.readlink().await {
-                Ok(t) => reply.data(t.as_bytes()),
-                Err(e) => reply.error(errno(&e)),
+            // Whether the path still names this link, asked at the same time.
+            match tokio::join!(fid.getattr(GETATTR_BASIC), fid.readlink()) {
+                (Ok(a), _) if !ours(ino, &a.qid) => reply.error(Errno::ESTALE),
+                (Ok(_), Ok(t)) => reply.data(t.as_bytes()),
+                (Err(e), _) | (_, Err(e)) => reply.error(held(errno(&e))),
             }
         });
     }
@@ -533,9 +644,10 @@ impl Filesystem for BridgeL {
             return reply.error(Errno::EINVAL);
         };
         spawn!(self, |inner| {
-            let (Some(fid), Some(npfid)) = (inner.fid(ino).await, inner.fid(newparent).await)
-            else {
-                return reply.error(Errno::ENOENT);
+            let (fid, npfid) = match (inner.verified(ino, None).await, inner.fid(newparent).await) {
+                (Ok((f, _)), Some(n)) => (f, n),
+                (Err(e), _) => return reply.error(e),
+                (_, None) => return reply.error(Errno::ESTALE),
             };
             let made = npfid.link(&fid, &newname).await;
             entry_after!(inner, reply, newparent, newname, made)
@@ -545,17 +657,31 @@ impl Filesystem for BridgeL {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let lflags = (flags.0 & OPEN_FLAGS) as u32;
         spawn!(self, |inner| {
-            let Some(fid) = inner.fid(ino).await else {
-                return reply.error(Errno::ENOENT);
+            // Checked first: the path walked may name another file now (see
+            // `verified`), and opening that one could even block the server (a FIFO
+            // renamed onto the name waits for a writer).
+            let fid = match inner.walked(ino).await {
+                Ok((f, _)) => f,
+                Err(e) => return reply.error(e),
             };
             let mut f = match fid.clone_fid().await {
                 Ok(f) => f,
-                Err(e) => return reply.error(errno(&e)),
+                Err(e) => return reply.error(held(errno(&e))),
             };
             if let Err(e) = f.lopen(lflags).await {
-                return reply.error(errno(&e));
+                // The path may have changed meanwhile, as above: then its error is no
+                // answer.
+                return reply.error(match fid.getattr(GETATTR_BASIC).await {
+                    Ok(a) if ours(ino, &a.qid) => errno(&e),
+                    Ok(_) => Errno::ESTALE,
+                    Err(g) => held(errno(&g)),
+                });
             }
-            let fh = inner.new_handle(f);
+            // Likewise.
+            if !ours(ino, &f.qid()) {
+                return reply.error(Errno::ESTALE);
+            }
+            let fh = inner.new_handle(f, ino.0);
             reply.opened(
                 FileHandle(fh),
                 if inner.cache {
@@ -844,7 +970,7 @@ impl Filesystem for BridgeL {
                 (Ok(w), Ok(a)) => inner.remember(w, &a, true, parent, &name),
                 (Err(e), _) | (_, Err(e)) => return reply.error(errno(&e)),
             };
-            let fh = inner.new_handle(f);
+            let fh = inner.new_handle(f, a.ino.0);
             reply.created(
                 &ttl(inner.cache),
                 &a,

@@ -106,10 +106,14 @@ pub fn source(pid: u32, members: &[Member]) -> String {
     s
 }
 
+/// A member as the mount source names it: its descriptor in the serving process, its
+/// create flag, its label.
+pub type SourceMember = (i32, bool, String);
+
 /// Parse a mount source made by [`source`] (the mount table's field with its own
 /// escapes undone): the daemon's pid and, per member in order, its descriptor in that
 /// process, its create flag and its label. `None` if it is not one of ours.
-pub fn parse_source(s: &str) -> Option<(u32, Vec<(i32, bool, String)>)> {
+pub fn parse_source(s: &str) -> Option<(u32, Vec<SourceMember>)> {
     let rest = s.strip_prefix("union@")?;
     let mut parts = rest.split(':');
     let pid = parts.next()?;
@@ -326,8 +330,12 @@ fn process_umask() -> u32 {
 }
 
 /// May this process hand the kernel backing files (FUSE passthrough)? The kernel asks
-/// for CAP_SYS_ADMIN in the initial user namespace.
+/// for CAP_SYS_ADMIN in the initial user namespace. `NINESPACE_UNION_PASSTHROUGH=0`
+/// turns it off (to compare, or to work around a kernel's bug).
 fn may_passthrough() -> bool {
+    if std::env::var_os("NINESPACE_UNION_PASSTHROUGH").is_some_and(|v| v == "0") {
+        return false;
+    }
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
         return false;
@@ -854,6 +862,7 @@ impl Union {
         Ok((d, ents))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn setattr_of(
         &self,
         ino: INodeNo,

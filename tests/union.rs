@@ -764,7 +764,7 @@ fn find_and_du_walk_the_union() {
 }
 
 #[test]
-fn big_listing_is_fast_and_unique() {
+fn big_listing_is_unique() {
     if !fuse_available() {
         return;
     }
@@ -787,26 +787,20 @@ fn big_listing_is_fast_and_unique() {
         ],
         &t.u(),
     );
-    let start = Instant::now();
     let got = names(&u.dir);
-    let plain = start.elapsed();
     let set: HashSet<String> = got.iter().cloned().collect();
     assert_eq!(got.len(), set.len(), "duplicates in the listing");
     assert_eq!(set, want);
-    let start = Instant::now();
     let out = Command::new("ls")
         .arg("-l")
         .arg(&u.dir)
         .output()
         .expect("ls -l");
-    let long = start.elapsed();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),
         2998 + 1
     );
-    eprintln!("3 x 1000 entries: listing {plain:?}, ls -l {long:?}");
-    assert!(plain < Duration::from_secs(5) && long < Duration::from_secs(10));
 }
 
 #[test]
@@ -953,68 +947,4 @@ proptest! {
         let _ = union::parse_source(&s);
         let _ = union::parse_source(&format!("union@1:{s}"));
     }
-}
-
-/// Read throughput through the union against the member directly (run by hand:
-/// `cargo test --release --test union -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn read_throughput() {
-    if !fuse_available() {
-        return;
-    }
-    let t = Tree::new(1);
-    let size = 256usize << 20;
-    {
-        let mut f = std::fs::File::create(t.m(0).join("big")).expect("create");
-        let chunk = vec![0x5au8; 1 << 20];
-        for _ in 0..size >> 20 {
-            f.write_all(&chunk).expect("write");
-        }
-        f.sync_all().expect("sync");
-    }
-    let u = mount(vec![member(&t.m(0), false)], &t.u());
-    let drop_caches = || {
-        // SAFETY: plain calls.
-        unsafe { libc::sync() };
-        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-    };
-    let time_read = |p: &Path| {
-        let start = Instant::now();
-        let mut f = std::fs::File::open(p).expect("open");
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0;
-        loop {
-            let k = f.read(&mut buf).expect("read");
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        assert_eq!(n, size);
-        (size as f64 / (1 << 20) as f64) / start.elapsed().as_secs_f64()
-    };
-    // Cold: after dropping the page cache, each first in turn; warm: read again.
-    let mut r = [0f64; 4];
-    for i in 0..4 {
-        for j in 0..2 {
-            let via_union = (i + j) % 2 == 0;
-            let p = if via_union {
-                u.p("big")
-            } else {
-                t.m(0).join("big")
-            };
-            drop_caches();
-            r[usize::from(via_union)] += time_read(&p);
-            r[2 + usize::from(via_union)] += time_read(&p);
-        }
-    }
-    let [direct_cold, union_cold, direct_warm, union_warm] = r.map(|x| x / 4.0);
-    eprintln!(
-        "MiB/s: direct cold {direct_cold:.0} warm {direct_warm:.0}; \
-         union cold {union_cold:.0} warm {union_warm:.0}; \
-         ratio cold {:.2} warm {:.2}",
-        union_cold / direct_cold,
-        union_warm / direct_warm
-    );
 }

@@ -509,7 +509,7 @@ fn login_namespace(sh: &mut Shell) {
     if let Err(e) = builtins::new_namespace(sh, true) {
         let _ = writeln!(
             crate::exec::err(),
-            "rc: {e}; carrying on without a private name space"
+            "rc: {e}; carrying on without one (see docs/namespaces.md)"
         );
     }
 }

@@ -34,9 +34,7 @@ pub enum Error {
     Msg(String),
     /// User namespaces are denied here (a seccomp filter, an AppArmor rule, a
     /// sysctl): there can be no private name space.
-    #[error(
-        "no private name space: user namespaces are not allowed here ({0}); see docs/namespaces.md"
-    )]
+    #[error("no private name space: user namespaces are denied here ({0})")]
     NoUserns(String),
 }
 

@@ -41,13 +41,22 @@ struct Inode {
 /// A directory's entries, read when the listing starts.
 type Listing = Arc<Vec<Stat>>;
 
-/// How much of a file read straight through is asked for ahead of the program, in
-/// pieces of the size it reads, at most this many pieces.
-const READ_AHEAD_BYTES: usize = 1 << 20;
-const READ_AHEAD_MAX: usize = 8;
+/// How much of a file read straight through is asked for ahead of the program: up to
+/// this many bytes, in pieces of up to `READ_PIECE` bytes (a whole number of the
+/// program's reads, and no more than one 9P message carries).
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+const READ_PIECE: u32 = 1 << 20;
 
-/// A read started before it was asked for: its offset, its count and its result.
-type Ahead = (u64, u32, tokio::task::JoinHandle<Result<Bytes, Errno>>);
+/// What a read started early brings: nothing yet, then its result.
+type Brought = Option<Result<Bytes, Errno>>;
+
+/// A read started before it was asked for: where, how much, and what it brought.
+/// The program's reads are answered from slices of it, without a copy.
+struct Ahead {
+    at: u64,
+    len: u32,
+    got: tokio::sync::watch::Receiver<Brought>,
+}
 
 struct Handle {
     fid: Arc<Fid>,
@@ -145,6 +154,17 @@ async fn read_full(fid: &Fid, offset: u64, size: u32) -> Result<Bytes, Errno> {
     Ok(Bytes::from(out))
 }
 
+/// The `size` bytes at `offset` of `data`, read at `at`, and whether that reaches the
+/// end of what was read (a short piece is the end of the file).
+fn cut(data: &Bytes, at: u64, offset: u64, size: u32) -> Option<(Bytes, bool)> {
+    let s = usize::try_from(offset.checked_sub(at)?).ok()?;
+    if s > data.len() {
+        return None;
+    }
+    let e = (s + size as usize).min(data.len());
+    Some((data.slice(s..e), e == data.len()))
+}
+
 impl Inner {
     /// Forget the reads started early by the handles of `ino` (the file is being
     /// changed, through one of them or another). They are left to finish: aborting one
@@ -176,31 +196,67 @@ impl Inner {
         Some(Arc::clone(i.fid.get_or_insert(f)))
     }
 
-    /// The piece read ahead for exactly `offset` and `size`, if it has come (and was
-    /// read without error); anything else read ahead is forgotten.
+    /// The part of the piece read ahead that holds `size` bytes at `offset`, if it has
+    /// come (read without error); the piece goes once a read reaches its end.
     fn ready_ahead(&self, fh: FileHandle, offset: u64, size: u32) -> Option<(Arc<Fid>, Bytes)> {
         let mut hs = self.handles.lock().ok()?;
         let h = hs.get_mut(&fh.0)?;
-        match h.ahead.front_mut() {
-            Some((o, n, j)) if *o == offset && *n == size && j.is_finished() => {
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match std::pin::Pin::new(j).poll(&mut cx) {
-                    std::task::Poll::Ready(Ok(Ok(data))) => {
-                        h.ahead.pop_front();
-                        Some((Arc::clone(&h.fid), data))
-                    }
-                    // An error, or a task that failed: the task path reads again.
-                    _ => None,
+        let p = h.ahead.front()?;
+        if offset < p.at || offset + size as u64 > p.at + p.len as u64 {
+            return None;
+        }
+        let data = match &*p.got.borrow() {
+            Some(Ok(d)) => d.clone(),
+            _ => return None,
+        };
+        let (out, done) = cut(&data, p.at, offset, size)?;
+        if done {
+            h.ahead.pop_front();
+        }
+        Some((Arc::clone(&h.fid), out))
+    }
+
+    /// The piece read ahead that holds `size` bytes at `offset`, to wait for; any
+    /// pieces before it are forgotten, and all of them if none holds it.
+    fn pending_ahead(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+    ) -> Option<(u64, tokio::sync::watch::Receiver<Brought>)> {
+        let mut hs = self.handles.lock().ok()?;
+        let h = hs.get_mut(&fh.0)?;
+        while let Some(p) = h.ahead.front() {
+            if offset >= p.at + p.len as u64 {
+                h.ahead.pop_front();
+                continue;
+            }
+            if offset >= p.at && offset + size as u64 <= p.at + p.len as u64 {
+                return Some((p.at, p.got.clone()));
+            }
+            break;
+        }
+        h.ahead.clear();
+        None
+    }
+
+    /// Forget the piece at `at` of handle `fh` once a read has reached its end.
+    fn used_ahead(&self, fh: FileHandle, at: u64) {
+        if let Ok(mut hs) = self.handles.lock() {
+            if let Some(h) = hs.get_mut(&fh.0) {
+                if h.ahead.front().is_some_and(|p| p.at == at) {
+                    h.ahead.pop_front();
                 }
             }
-            _ => None,
         }
     }
 
     /// Keep the pieces after `offset` of a file read straight through in `size`
-    /// pieces coming, up to the read-ahead depth.
+    /// reads coming, up to the read-ahead depth.
     fn top_up(&self, fh: FileHandle, fid: &Arc<Fid>, offset: u64, size: u32) {
-        let depth = (READ_AHEAD_BYTES / size.max(1) as usize).clamp(1, READ_AHEAD_MAX);
+        let size = size.max(1);
+        let most = READ_PIECE.min(fid.iounit()).max(size);
+        let len = most / size * size;
         let Ok(mut hs) = self.handles.lock() else {
             return;
         };
@@ -211,13 +267,18 @@ impl Inner {
         let mut next = h
             .ahead
             .back()
-            .map_or(offset + size as u64, |&(o, n, _)| o + n as u64);
-        while h.ahead.len() < depth {
+            .map_or(offset + size as u64, |p| p.at + p.len as u64);
+        let end = offset + size as u64 + READ_AHEAD_BYTES;
+        while next < end {
             let f = Arc::clone(fid);
             let at = next;
-            let j = self.rt.spawn(async move { read_full(&f, at, size).await });
-            h.ahead.push_back((at, size, j));
-            next += size as u64;
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            self.rt.spawn(async move {
+                let r = read_full(&f, at, len).await;
+                let _ = tx.send(Some(r));
+            });
+            h.ahead.push_back(Ahead { at, len, got: rx });
+            next += len as u64;
         }
     }
 
@@ -688,31 +749,29 @@ impl Filesystem for Bridge {
             let Some((fid, _)) = inner.handle(fh) else {
                 return reply.error(Errno::EBADF);
             };
-            // A read started early for exactly this offset and count is used; reads
-            // started for anything else are forgotten.
-            let (early, disk) = match inner.handles.lock() {
-                Ok(mut h) => match h.get_mut(&fh.0) {
-                    Some(h) => {
-                        let early = match h.ahead.front() {
-                            Some(&(o, n, _)) if o == offset && n == size => {
-                                h.ahead.pop_front().map(|(_, _, j)| j)
+            let disk = inner
+                .handles
+                .lock()
+                .ok()
+                .and_then(|h| h.get(&fh.0).map(|h| h.disk))
+                .unwrap_or(false);
+            // A piece started early that holds this read is waited for and cut;
+            // pieces started for anything else are forgotten.
+            let mut got = None;
+            if let Some((at, mut rx)) = inner.pending_ahead(fh, offset, size) {
+                if let Ok(v) = rx.wait_for(|v| v.is_some()).await {
+                    if let Some(Ok(d)) = &*v {
+                        if let Some((out, done)) = cut(d, at, offset, size) {
+                            got = Some(Ok(out));
+                            if done {
+                                inner.used_ahead(fh, at);
                             }
-                            _ => {
-                                h.ahead.clear();
-                                None
-                            }
-                        };
-                        (early, h.disk)
+                        }
                     }
-                    None => (None, false),
-                },
-                Err(_) => (None, false),
-            };
-            let got = match early {
-                Some(j) => match j.await {
-                    Ok(r) => r,
-                    Err(_) => read_full(&fid, offset, size).await,
-                },
+                }
+            }
+            let got = match got {
+                Some(r) => r,
                 None => read_full(&fid, offset, size).await,
             };
             let data = match got {

@@ -1,3 +1,4 @@
 //! factotum: the agent that holds a user's keys and speaks Plan 9's authentication
 //! protocols for programs (factotum(4)), and authsrv, which issues tickets.
 //! See docs/factotum.md.
+pub mod attr;

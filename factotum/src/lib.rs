@@ -2,3 +2,5 @@
 //! protocols for programs (factotum(4)), and authsrv, which issues tickets.
 //! See docs/factotum.md.
 pub mod attr;
+pub mod proto_pass;
+pub mod rpc;

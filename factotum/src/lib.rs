@@ -4,3 +4,4 @@
 pub mod attr;
 pub mod proto_pass;
 pub mod rpc;
+pub mod ticket;

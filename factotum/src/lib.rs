@@ -2,6 +2,7 @@
 //! protocols for programs (factotum(4)), and authsrv, which issues tickets.
 //! See docs/factotum.md.
 pub mod attr;
+pub mod authsrv;
 pub mod fs;
 pub mod proto_pass;
 pub mod rpc;

@@ -4,6 +4,7 @@
 pub mod attr;
 pub mod authsrv;
 pub mod fs;
+pub mod pak;
 pub mod proto_pass;
 pub mod rpc;
 pub mod ticket;

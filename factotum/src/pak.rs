@@ -1,0 +1,733 @@
+//! The cryptographic core of dp9ik, 9front's password-authenticated key exchange
+//! (authsrv(6), "Password authenticated key exchange"; libauthsrv's authpak.c and
+//! form1.c; passtokey.c), written from 9front's sources and man pages.
+//!
+//! # Construction
+//!
+//! * **Password to AES key** (`passtoaeskey` in passtokey.c):
+//!   `aes = PBKDF2-HMAC-SHA1(password, "Plan 9 key derivation", 9001 rounds, 16 bytes)`.
+//!   The password's bytes are taken as given (9front passes its C string).
+//! * **Password hash to two points** (`authpak_hash`):
+//!   `h = HKDF-SHA256(salt = SHA256(user), ikm = aes, info = "Plan 9 AuthPAK hash", 112 bytes)`;
+//!   `PM = spake2ee_h2P(h[0..56])`, `PN = spake2ee_h2P(h[56..112])`, each 56-byte half read
+//!   big-endian and reduced mod p. `spake2ee_h2P` is Elligator 2 (as in libsec's
+//!   `elligator2.mp`) with the non-square `n`, the smallest `n >= 2` whose Legendre symbol
+//!   is -1 (7 for this p). The pakhash is the four extended coordinates `X, Y, Z, T` of PM
+//!   then of PN, each 56 bytes big-endian: 448 bytes, exactly as authpak.c lays it out.
+//! * **Curve** (`ed448.mp`): Ed448-Goldilocks, `x^2 + y^2 = 1 - 39081 x^2 y^2` over
+//!   `p = 2^448 - 2^224 - 1`, base point `(1178...8495, 19)`; extended twisted-Edwards
+//!   coordinates and the unified addition of `edwards.mp` (Hisil-Wong-Carter-Dawson);
+//!   scalar multiplication is a fixed 448-step double-and-select loop like `edwards_scale`.
+//! * **Points on the wire** are Decaf encodings (`decaf.mp`, Hamburg's Decaf with a = 1):
+//!   56 bytes big-endian of `s` with `0 <= s <= (p-1)/2`. Decoding rejects `s > (p-1)/2`
+//!   (so also any value `>= p`) and any `s` for which `u*s^2` is not a square — those are
+//!   not encodings of curve points. `s = 0` decodes to the identity, as 9front's does.
+//! * **Exchange** (`authpak_new`, `authpak_finish`, with `spake2ee_1` / `spake2ee_2`):
+//!   the client blinds with PM, the server with PN. Each side picks `x` uniformly in
+//!   `[0, p)` (9front's `mpnrand(p)`), sends `y = encode(x*G + P_own)`, and on the peer's
+//!   `y'` computes `z = encode(x * (decode(y') - P_peer))`, then
+//!   `pakkey = HKDF-SHA256(salt = SHA256(y_client || y_server), ikm = z,
+//!   info = "Plan 9 AuthPAK key", 32 bytes)`.
+//! * **form1** (form1.c): a message whose first byte is its type (AuthTs, AuthTc, AuthAs,
+//!   AuthAc, AuthTp, AuthHr, AuthPass) is sealed as `sig[8] || counter[4] (little-endian) ||
+//!   ChaCha20-Poly1305(key, nonce = those 12 bytes, no AAD)(body) || tag[16]`, where `sig`
+//!   is `"form1 Ts"` etc. and body is the message without its type byte. ccpoly.c with a
+//!   12-byte IV is the RFC 8439 AEAD. Opening recognises the signature, checks the tag
+//!   (constant time, in the AEAD crate) and gives back the type byte followed by the body.
+//!
+//! # What is and is not verified
+//!
+//! The byte layouts, labels, iteration counts and formulas follow the 9front sources named
+//! above. The primitives (PBKDF2, HKDF, SHA-256, ChaCha20-Poly1305) are RustCrypto's and the
+//! tests check the compositions against independent computations (Python's hashlib/hmac and
+//! `cryptography`). The curve code is checked for internal consistency (points on the curve,
+//! group laws, Decaf round trips, client/server agreement) and against an independent
+//! transliteration of the `.mp` formulas into Python big integers (known answers in
+//! `tests/pak_vectors.rs`). 9front publishes no known-answer values for AuthPAK, so agreement
+//! with a real 9front peer has not been observed here.
+//!
+//! Field arithmetic is `crypto-bigint`'s constant-time Montgomery arithmetic; secret-dependent
+//! choices use constant-time selects. Secrets (AES key, pakhash, ephemeral scalar, pakkey) are
+//! zeroed on drop.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use crypto_bigint::modular::constant_mod::Residue;
+use crypto_bigint::{Encoding, U448, impl_modulus};
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::ticket::{AUTH_AC, AUTH_AS, AUTH_HR, AUTH_PASS, AUTH_TC, AUTH_TP, AUTH_TS};
+
+/// Length of the AES key derived from a password (AESKEYLEN).
+pub const AESKEYLEN: usize = 16;
+/// Length of the key a PAK exchange yields (PAKKEYLEN).
+pub const PAKKEYLEN: usize = 32;
+/// Length of one field element or scalar (PAKSLEN).
+pub const PAKSLEN: usize = 56;
+/// Length of one point in extended coordinates (PAKPLEN).
+pub const PAKPLEN: usize = 4 * PAKSLEN;
+/// Length of the pakhash, two points (PAKHASHLEN).
+pub const PAKHASHLEN: usize = 2 * PAKPLEN;
+/// Length of the secret scalar (PAKXLEN).
+pub const PAKXLEN: usize = PAKSLEN;
+/// Length of the public value (PAKYLEN).
+pub const PAKYLEN: usize = PAKSLEN;
+/// Bytes form1 adds to a message: 12 of signature and counter, 16 of tag, less the type byte.
+pub const FORM1_OVERHEAD: usize = 12 + 16 - 1;
+
+/// Errors of the PAK and form1 operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PakError {
+    /// The peer's public value is not the encoding of a curve point.
+    #[error("bad pak public value")]
+    BadPoint,
+    /// A scalar given to [`PakPriv::from_scalar`] was not below p, or was the wrong length.
+    #[error("bad pak scalar")]
+    BadScalar,
+    /// The system's random source failed.
+    #[error("no randomness: {0}")]
+    Random(String),
+    /// form1: unknown message type, too short, bad signature or failed authentication.
+    #[error("form1 message corrupted")]
+    Form1,
+}
+
+// ---------------------------------------------------------------------------
+// The field GF(p), p = 2^448 - 2^224 - 1.
+
+impl_modulus!(
+    P448,
+    U448,
+    "fffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+);
+
+type Fe = Residue<P448, { U448::LIMBS }>;
+
+const P: U448 = U448::from_be_hex(
+    "fffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+);
+/// (p-1)/2: the largest "non-negative" value for Decaf's sign convention.
+const HALF_P: U448 = P.shr_vartime(1);
+/// (p+1)/4: a^((p+1)/4) is a square root of a square a, as p = 3 mod 4.
+const EXP_SQRT: U448 = P.wrapping_add(&U448::ONE).shr_vartime(2);
+/// (p-3)/4: misqrt's exponent.
+const EXP_ISQRT: U448 = P.wrapping_sub(&U448::from_u64(3)).shr_vartime(2);
+/// (p-1)/2 as a Legendre-symbol exponent.
+const EXP_LEGENDRE: U448 = HALF_P;
+
+/// The curve's d is -39081; the smallest non-square is 7.
+const MINUS_D: u64 = 39081;
+pub(crate) const NONSQUARE: u64 = 7;
+
+const BASE_X: U448 = U448::from_be_hex(
+    "297ea0ea2692ff1b4faff46098453a6a26adf733245f065c3c59d0709cecfa96147eaaf3932d94c63d96c170033f4ba0c7f0de840aed939f",
+);
+const BASE_Y: u64 = 19;
+
+fn fe(v: u64) -> Fe {
+    Fe::new(&U448::from_u64(v))
+}
+
+fn fe_d() -> Fe {
+    -fe(MINUS_D)
+}
+
+/// A 56-byte big-endian value reduced mod p (betomp then mpmod).
+fn fe_from_be(b: &[u8; PAKSLEN]) -> Fe {
+    Fe::new(&U448::from_be_slice(b))
+}
+
+fn fe_to_be(a: &Fe) -> [u8; PAKSLEN] {
+    a.retrieve().to_be_bytes()
+}
+
+fn is_zero(a: &Fe) -> Choice {
+    a.ct_eq(&Fe::ZERO)
+}
+
+/// msqrt: a^((p+1)/4) when a is a non-zero square, else 0.
+fn msqrt(a: &Fe) -> Fe {
+    let l = a.pow(&EXP_LEGENDRE);
+    let root = a.pow(&EXP_SQRT);
+    Fe::conditional_select(&Fe::ZERO, &root, l.ct_eq(&Fe::ONE))
+}
+
+/// misqrt: a^((p-3)/4), 1/sqrt(a) when a is a square (p = 3 mod 4).
+fn misqrt(a: &Fe) -> Fe {
+    a.pow(&EXP_ISQRT)
+}
+
+/// decaf_neg: r, negated when n > (p-1)/2.
+fn neg_if_high(n: &Fe, r: &Fe) -> Fe {
+    let high = n.retrieve().ct_gt(&HALF_P);
+    Fe::conditional_select(r, &-*r, high)
+}
+
+// ---------------------------------------------------------------------------
+// Points in extended coordinates (x = X/Z, y = Y/Z, x*y = T/Z).
+
+#[derive(Clone, Copy)]
+struct Point {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+    t: Fe,
+}
+
+impl Zeroize for Point {
+    fn zeroize(&mut self) {
+        for c in [&mut self.x, &mut self.y, &mut self.z, &mut self.t] {
+            c.as_montgomery_mut().zeroize();
+        }
+    }
+}
+
+impl Point {
+    fn identity() -> Point {
+        Point {
+            x: Fe::ZERO,
+            y: Fe::ONE,
+            z: Fe::ONE,
+            t: Fe::ZERO,
+        }
+    }
+
+    fn base() -> Point {
+        let x = Fe::new(&BASE_X);
+        let y = fe(BASE_Y);
+        Point {
+            x,
+            y,
+            z: Fe::ONE,
+            t: x * y,
+        }
+    }
+
+    /// edwards_add with a = 1.
+    fn add(&self, o: &Point) -> Point {
+        let a = self.x * o.x;
+        let b = self.y * o.y;
+        let c = fe_d() * self.t * o.t;
+        let d = self.z * o.z;
+        let e = (self.x + self.y) * (o.x + o.y) - a - b;
+        let f = d - c;
+        let g = d + c;
+        let h = b - a;
+        Point {
+            x: e * f,
+            y: g * h,
+            z: f * g,
+            t: e * h,
+        }
+    }
+
+    fn neg(&self) -> Point {
+        Point {
+            x: -self.x,
+            y: self.y,
+            z: self.z,
+            t: -self.t,
+        }
+    }
+
+    fn select(a: &Point, b: &Point, choice: Choice) -> Point {
+        Point {
+            x: Fe::conditional_select(&a.x, &b.x, choice),
+            y: Fe::conditional_select(&a.y, &b.y, choice),
+            z: Fe::conditional_select(&a.z, &b.z, choice),
+            t: Fe::conditional_select(&a.t, &b.t, choice),
+        }
+    }
+
+    /// edwards_scale: s*P for a 448-bit s, in a fixed number of steps.
+    fn scale(&self, s: &[u8; PAKSLEN]) -> Point {
+        let bit = |i: usize| Choice::from((s[PAKSLEN - 1 - i / 8] >> (i % 8)) & 1);
+        let mut p2 = *self;
+        let mut acc = Point::select(&Point::identity(), self, bit(0));
+        for i in 1..448 {
+            p2 = p2.add(&p2);
+            let sum = p2.add(&acc);
+            acc = Point::select(&acc, &sum, bit(i));
+        }
+        p2.zeroize();
+        acc
+    }
+
+    /// Whether the point satisfies X^2 + Y^2 = Z^2 + d*T^2 and X*Y = Z*T with Z != 0.
+    #[cfg(test)]
+    fn on_curve(&self) -> bool {
+        let lhs = self.x.square() + self.y.square();
+        let rhs = self.z.square() + fe_d() * self.t.square();
+        bool::from(
+            lhs.ct_eq(&rhs) & (self.x * self.y).ct_eq(&(self.z * self.t)) & !is_zero(&self.z),
+        )
+    }
+
+    fn to_bytes(self) -> [u8; PAKPLEN] {
+        let mut out = [0u8; PAKPLEN];
+        for (i, c) in [self.x, self.y, self.z, self.t].iter().enumerate() {
+            out[i * PAKSLEN..(i + 1) * PAKSLEN].copy_from_slice(&fe_to_be(c));
+        }
+        out
+    }
+
+    fn from_bytes(b: &[u8; PAKPLEN]) -> Point {
+        let c = |i: usize| {
+            let mut w = [0u8; PAKSLEN];
+            w.copy_from_slice(&b[i * PAKSLEN..(i + 1) * PAKSLEN]);
+            let v = fe_from_be(&w);
+            w.zeroize();
+            v
+        };
+        Point {
+            x: c(0),
+            y: c(1),
+            z: c(2),
+            t: c(3),
+        }
+    }
+}
+
+/// elligator2 (a = 1, d = -39081, non-square n): a curve point for the field element r0.
+fn elligator2(r0: &Fe) -> Point {
+    let one = Fe::ONE;
+    let d = fe_d();
+    let n = fe(NONSQUARE);
+    let a_2d = one - (d + d);
+    let r = n * *r0 * *r0;
+    let den = (d * r + one - d) * (d * r - r - d);
+    let num = (r + one) * a_2d;
+    let nd = num * den;
+
+    let nd_zero = is_zero(&nd);
+    let root = msqrt(&nd);
+    let root_ok = !is_zero(&root);
+    let (inv_root, _) = root.invert();
+    let e_nonsq = n * *r0 * misqrt(&(n * nd));
+    // ND == 0: c = 1, e = 0; ND square: c = 1, e = 1/sqrt(ND); else c = -1, e = n*r0*misqrt(n*ND).
+    let mut e = Fe::conditional_select(&e_nonsq, &inv_root, root_ok);
+    e = Fe::conditional_select(&e, &Fe::ZERO, nd_zero);
+    let c = Fe::conditional_select(&-one, &one, root_ok | nd_zero);
+
+    let s = c * num * e;
+    let t = -(c * num * (r - one) * (a_2d * e).square()) - one;
+    let ss = s.square();
+    Point {
+        x: (s + s) * t,
+        y: (one - ss) * (one + ss),
+        z: (one + ss) * t,
+        t: (s + s) * (one - ss),
+    }
+}
+
+/// spake2ee_h2P: the point for a 56-byte big-endian hash.
+fn hash_to_point(h: &[u8; PAKSLEN]) -> Point {
+    elligator2(&fe_from_be(h))
+}
+
+/// decaf_encode with a = 1.
+fn decaf_encode(p: &Point) -> [u8; PAKSLEN] {
+    let one_d = Fe::ONE - fe_d();
+    let mut r = misqrt(&(one_d * (p.z + p.y) * (p.z - p.y)));
+    let u = one_d * r;
+    let n = -((u + u) * p.z);
+    r = neg_if_high(&n, &r);
+    let s = u * (r * (p.z * p.x - fe_d() * p.y * p.t) + p.y);
+    fe_to_be(&neg_if_high(&s, &s))
+}
+
+/// decaf_decode with a = 1: None when the bytes encode no point.
+fn decaf_decode(b: &[u8; PAKSLEN]) -> Option<Point> {
+    let sv = U448::from_be_slice(b);
+    if bool::from(sv.ct_gt(&HALF_P)) {
+        return None;
+    }
+    let s = Fe::new(&sv);
+    let ss = s.square();
+    let z = Fe::ONE + ss;
+    let u = z.square() - fe(4) * fe_d() * ss;
+    let mut v = u * ss;
+    if !bool::from(is_zero(&v)) {
+        let root = msqrt(&v);
+        if bool::from(is_zero(&root)) {
+            return None;
+        }
+        v = root.invert().0;
+    }
+    v = neg_if_high(&(u * v), &v);
+    let mut w = v * s * (fe(2) - z);
+    if bool::from(is_zero(&s)) {
+        w += Fe::ONE;
+    }
+    let x = s + s;
+    Some(Point {
+        x,
+        y: w * z,
+        z,
+        t: w * x,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Keys.
+
+/// The AES key 9front derives from a password (Authkey.aes).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct AesKey(pub [u8; AESKEYLEN]);
+
+/// passtoaeskey: PBKDF2-HMAC-SHA1(password, "Plan 9 key derivation", 9001, 16).
+pub fn passtoaeskey(password: &[u8]) -> AesKey {
+    let mut k = [0u8; AESKEYLEN];
+    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, b"Plan 9 key derivation", 9001, &mut k);
+    let key = AesKey(k);
+    k.zeroize();
+    key
+}
+
+/// The two blinding points of a user's password (Authkey.pakhash): PM then PN, each as
+/// X, Y, Z, T, 56 bytes big-endian apiece.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct PakHash(pub [u8; PAKHASHLEN]);
+
+impl PakHash {
+    fn point(&self, which: usize) -> Point {
+        let mut b = [0u8; PAKPLEN];
+        b.copy_from_slice(&self.0[which * PAKPLEN..(which + 1) * PAKPLEN]);
+        let p = Point::from_bytes(&b);
+        b.zeroize();
+        p
+    }
+}
+
+/// authpak_hash: the pakhash of a password's AES key for user `user`.
+pub fn authpak_hash(aes: &AesKey, user: &[u8]) -> PakHash {
+    let salt = Sha256::digest(user);
+    let mut h = Zeroizing::new([0u8; 2 * PAKSLEN]);
+    let hk = Hkdf::<Sha256>::new(Some(&salt), &aes.0);
+    // 112 bytes is far below HKDF-SHA256's limit of 255*32; expand cannot fail.
+    if hk.expand(b"Plan 9 AuthPAK hash", &mut h[..]).is_err() {
+        unreachable!("HKDF output length is fixed and valid");
+    }
+    let mut out = PakHash([0u8; PAKHASHLEN]);
+    for i in 0..2 {
+        let mut hi = [0u8; PAKSLEN];
+        hi.copy_from_slice(&h[i * PAKSLEN..(i + 1) * PAKSLEN]);
+        let mut pt = hash_to_point(&hi);
+        out.0[i * PAKPLEN..(i + 1) * PAKPLEN].copy_from_slice(&pt.to_bytes());
+        pt.zeroize();
+        hi.zeroize();
+    }
+    out
+}
+
+/// The key a PAK exchange yields (Authkey.pakkey).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct PakKey(pub [u8; PAKKEYLEN]);
+
+impl PartialEq for PakKey {
+    fn eq(&self, o: &PakKey) -> bool {
+        self.0.ct_eq(&o.0).into()
+    }
+}
+impl Eq for PakKey {}
+
+impl std::fmt::Debug for PakKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PakKey(..)")
+    }
+}
+
+/// One side's state between authpak_new and authpak_finish (PAKpriv).
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct PakPriv {
+    x: [u8; PAKXLEN],
+    y: [u8; PAKYLEN],
+    is_client: bool,
+}
+
+impl std::fmt::Debug for PakPriv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PakPriv")
+            .field("is_client", &self.is_client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PakPriv {
+    /// authpak_new: a fresh random scalar in [0, p) and our public value y, to send.
+    pub fn new(hash: &PakHash, is_client: bool) -> Result<PakPriv, PakError> {
+        let mut x = Zeroizing::new([0u8; PAKXLEN]);
+        loop {
+            getrandom::fill(&mut x[..]).map_err(|e| PakError::Random(e.to_string()))?;
+            if bool::from(P.ct_gt(&U448::from_be_slice(&x[..]))) {
+                return Self::from_scalar(hash, &x[..], is_client);
+            }
+        }
+    }
+
+    /// authpak_new with a given scalar x (56 bytes big-endian, below p): for tests and
+    /// known-answer checks.
+    pub fn from_scalar(hash: &PakHash, x: &[u8], is_client: bool) -> Result<PakPriv, PakError> {
+        let xb: [u8; PAKXLEN] = x.try_into().map_err(|_| PakError::BadScalar)?;
+        if !bool::from(P.ct_gt(&U448::from_be_slice(&xb))) {
+            return Err(PakError::BadScalar);
+        }
+        let mut own = hash.point(if is_client { 0 } else { 1 });
+        let mut q = Point::base().scale(&xb).add(&own);
+        let y = decaf_encode(&q);
+        own.zeroize();
+        q.zeroize();
+        Ok(PakPriv {
+            x: xb,
+            y,
+            is_client,
+        })
+    }
+
+    /// Our public value, sent to the peer.
+    pub fn public(&self) -> [u8; PAKYLEN] {
+        self.y
+    }
+
+    /// Whether this is the client's side.
+    pub fn is_client(&self) -> bool {
+        self.is_client
+    }
+
+    /// authpak_finish: the shared key from the peer's public value. Consumes the state,
+    /// as 9front clears it. Fails when the peer's value is not a point.
+    pub fn finish(self, hash: &PakHash, peer_y: &[u8]) -> Result<PakKey, PakError> {
+        let py: [u8; PAKYLEN] = peer_y.try_into().map_err(|_| PakError::BadPoint)?;
+        let q = decaf_decode(&py).ok_or(PakError::BadPoint)?;
+        let mut peer = hash.point(if self.is_client { 1 } else { 0 });
+        let mut zp = q.add(&peer.neg()).scale(&self.x);
+        let z = Zeroizing::new(decaf_encode(&zp));
+        zp.zeroize();
+        peer.zeroize();
+
+        let mut s = Sha256::new();
+        if self.is_client {
+            s.update(self.y);
+            s.update(py);
+        } else {
+            s.update(py);
+            s.update(self.y);
+        }
+        let salt = s.finalize();
+        let mut key = PakKey([0u8; PAKKEYLEN]);
+        let hk = Hkdf::<Sha256>::new(Some(&salt), &z[..]);
+        if hk.expand(b"Plan 9 AuthPAK key", &mut key.0).is_err() {
+            unreachable!("HKDF output length is fixed and valid");
+        }
+        Ok(key)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// form1: ChaCha20-Poly1305 sealing of tickets, authenticators and password requests.
+
+const FORM1SIG: [(u8, &[u8; 8]); 7] = [
+    (AUTH_PASS, b"form1 PR"),
+    (AUTH_TS, b"form1 Ts"),
+    (AUTH_TC, b"form1 Tc"),
+    (AUTH_AS, b"form1 As"),
+    (AUTH_AC, b"form1 Ac"),
+    (AUTH_TP, b"form1 Tp"),
+    (AUTH_HR, b"form1 Hr"),
+];
+
+/// form1check: the message type a sealed message's signature names, if any.
+pub fn form1_check(sealed: &[u8]) -> Option<u8> {
+    let sig = sealed.get(..8)?;
+    FORM1SIG
+        .iter()
+        .find(|(_, s)| s.as_slice() == sig)
+        .map(|(n, _)| *n)
+}
+
+fn form1_counter() -> u32 {
+    // 9front uses a process-wide counter from 0; start ours at a random value so that two
+    // processes are unlikely to repeat a nonce even under one key.
+    static COUNTER: OnceLock<AtomicU32> = OnceLock::new();
+    COUNTER
+        .get_or_init(|| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            AtomicU32::new(u32::from_le_bytes(b))
+        })
+        .fetch_add(1, Ordering::Relaxed)
+}
+
+/// form1B2M: seal `msg` (its first byte the message type, then the body) under `key`.
+/// The result is `FORM1_OVERHEAD` bytes longer than `msg`.
+pub fn form1_seal(msg: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, PakError> {
+    let (&num, body) = msg.split_first().ok_or(PakError::Form1)?;
+    let sig = FORM1SIG
+        .iter()
+        .find(|(n, _)| *n == num)
+        .map(|(_, s)| *s)
+        .ok_or(PakError::Form1)?;
+    form1_seal_with_counter(sig, body, key, form1_counter())
+}
+
+fn form1_seal_with_counter(
+    sig: &[u8; 8],
+    body: &[u8],
+    key: &[u8; 32],
+    counter: u32,
+) -> Result<Vec<u8>, PakError> {
+    let mut out = Vec::with_capacity(12 + body.len() + 16);
+    out.extend_from_slice(sig);
+    out.extend_from_slice(&counter.to_le_bytes());
+    out.extend_from_slice(body);
+    let nonce = *Nonce::from_slice(&out[..12]);
+    let aead = ChaCha20Poly1305::new(Key::from_slice(key));
+    let tag = aead
+        .encrypt_in_place_detached(&nonce, &[], &mut out[12..])
+        .map_err(|_| PakError::Form1)?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// form1B2M with a chosen counter: for known-answer tests only.
+#[doc(hidden)]
+pub fn form1_seal_counter(msg: &[u8], key: &[u8; 32], counter: u32) -> Result<Vec<u8>, PakError> {
+    let (&num, body) = msg.split_first().ok_or(PakError::Form1)?;
+    let sig = FORM1SIG
+        .iter()
+        .find(|(n, _)| *n == num)
+        .map(|(_, s)| *s)
+        .ok_or(PakError::Form1)?;
+    form1_seal_with_counter(sig, body, key, counter)
+}
+
+/// form1M2B: open a sealed message; gives back the type byte followed by the body.
+pub fn form1_open(sealed: &[u8], key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, PakError> {
+    let num = form1_check(sealed).ok_or(PakError::Form1)?;
+    if sealed.len() <= 12 + 16 {
+        return Err(PakError::Form1);
+    }
+    let n = sealed.len() - 12 - 16;
+    let nonce = *Nonce::from_slice(&sealed[..12]);
+    let tag = *Tag::from_slice(&sealed[12 + n..]);
+    let mut out = Zeroizing::new(Vec::with_capacity(n + 1));
+    out.push(num);
+    out.extend_from_slice(&sealed[12..12 + n]);
+    let aead = ChaCha20Poly1305::new(Key::from_slice(key));
+    aead.decrypt_in_place_detached(&nonce, &[], &mut out[1..], &tag)
+        .map_err(|_| PakError::Form1)?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Internal hooks for the known-answer tests.
+
+/// spake2ee_h2P exposed for tests: the 224-byte X||Y||Z||T of the point for a hash.
+#[doc(hidden)]
+pub fn hash_to_point_bytes(h: &[u8; PAKSLEN]) -> [u8; PAKPLEN] {
+    hash_to_point(h).to_bytes()
+}
+
+/// Decaf-encode x*G (x big-endian, any 56 bytes): for tests.
+#[doc(hidden)]
+pub fn base_mul_encoded(x: &[u8; PAKSLEN]) -> [u8; PAKSLEN] {
+    decaf_encode(&Point::base().scale(x))
+}
+
+/// Whether 56 bytes decode as a Decaf point: for tests.
+#[doc(hidden)]
+pub fn decaf_valid(b: &[u8; PAKSLEN]) -> bool {
+    decaf_decode(b).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x_of(v: u64) -> [u8; PAKSLEN] {
+        U448::from_u64(v).to_be_bytes()
+    }
+
+    #[test]
+    fn constants() {
+        // p = 3 mod 4, 7 is the smallest non-square, as spake2ee_h2P searches for it.
+        assert_eq!(P.as_words()[0] & 3, 3);
+        for n in 2..NONSQUARE {
+            assert_eq!(fe(n).pow(&EXP_LEGENDRE), Fe::ONE, "{n}");
+        }
+        assert_eq!(fe(NONSQUARE).pow(&EXP_LEGENDRE), -Fe::ONE);
+        // The base point is on the curve; the decimal x of ed448.mp is BASE_X.
+        assert!(Point::base().on_curve());
+        // Reduction of values >= p.
+        let big = P.wrapping_add(&U448::from_u64(5));
+        assert_eq!(Fe::new(&big), fe(5));
+        assert_eq!(Fe::new(&U448::MAX), Fe::new(&U448::MAX.wrapping_sub(&P)));
+    }
+
+    #[test]
+    fn sqrt_helpers() {
+        let a = fe(123456789);
+        let sq = a.square();
+        let r = msqrt(&sq);
+        assert_eq!(r.square(), sq);
+        assert_eq!(msqrt(&fe(NONSQUARE)), Fe::ZERO);
+        assert_eq!(msqrt(&Fe::ZERO), Fe::ZERO);
+        assert_eq!(misqrt(&sq).square() * sq, Fe::ONE);
+    }
+
+    #[test]
+    fn group_laws() {
+        let g = Point::base();
+        let two = g.add(&g);
+        let enc = |p: &Point| decaf_encode(p);
+        assert_eq!(enc(&g.scale(&x_of(2))), enc(&two));
+        assert_eq!(enc(&g.scale(&x_of(5))), enc(&two.add(&two).add(&g)));
+        assert_eq!(enc(&g.add(&g.neg())), enc(&Point::identity()));
+        assert_eq!(enc(&Point::identity()), [0u8; PAKSLEN]);
+        assert!(g.scale(&x_of(12345)).on_curve());
+        // (a+b)G = aG + bG with large scalars.
+        let a = [0x5au8; PAKSLEN];
+        let mut b = [0x33u8; PAKSLEN];
+        b[0] = 0x01;
+        let sum = U448::from_be_slice(&a).wrapping_add(&U448::from_be_slice(&b));
+        assert_eq!(
+            enc(&g.scale(&sum.to_be_bytes())),
+            enc(&g.scale(&a).add(&g.scale(&b)))
+        );
+    }
+
+    #[test]
+    fn decaf_round_trip() {
+        let g = Point::base();
+        for k in [1u64, 2, 3, 4, 7, 1000, 0xdead_beef] {
+            let p = g.scale(&x_of(k));
+            let e = decaf_encode(&p);
+            assert!(!bool::from(U448::from_be_slice(&e).ct_gt(&HALF_P)));
+            let q = decaf_decode(&e).expect("decodes");
+            assert!(q.on_curve());
+            assert_eq!(decaf_encode(&q), e, "k={k}");
+        }
+        let id = decaf_decode(&[0u8; PAKSLEN]).expect("identity");
+        assert_eq!(decaf_encode(&id), [0u8; PAKSLEN]);
+    }
+
+    #[test]
+    fn elligator_points_on_curve() {
+        for i in 0u8..20 {
+            let mut h = [i.wrapping_mul(37); PAKSLEN];
+            h[0] = i;
+            let p = hash_to_point(&h);
+            assert!(p.on_curve(), "i={i}");
+            let e = decaf_encode(&p);
+            assert_eq!(decaf_encode(&decaf_decode(&e).expect("decodes")), e);
+        }
+        assert!(hash_to_point(&[0u8; PAKSLEN]).on_curve());
+        assert!(hash_to_point(&[0xffu8; PAKSLEN]).on_curve());
+    }
+}

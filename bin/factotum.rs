@@ -20,7 +20,8 @@ struct Args {
     /// Mount point (accepted; mounting comes with the namespace engine)
     #[arg(short = 'm', value_name = "mtpt")]
     mtpt: Option<String>,
-    /// The authentication server (for protocols that need one, still to come)
+    /// The authentication server, tcp!host[!port] (p9sk1 clients get tickets
+    /// there when the key has no auth= attribute)
     #[arg(short = 'a', value_name = "authaddr")]
     authaddr: Option<String>,
     /// Print debugging messages on standard error (no secret is ever printed)
@@ -61,7 +62,7 @@ fn harden(debug: bool) {
 fn main() {
     let a: Args = daemon::args();
     harden(a.debug);
-    let _ = (a.no_secstore, &a.mtpt, &a.authaddr);
+    let _ = (a.no_secstore, &a.mtpt);
     // The posted socket must be the user's alone: 0600.
     // SAFETY: umask only sets the process's file creation mask.
     unsafe { libc::umask(0o077) };
@@ -86,7 +87,7 @@ fn main() {
     if !o.foreground {
         daemon::background().unwrap_or_else(|e| fatal("factotum", e));
     }
-    let fs = Factotum::new(&lib9::ns::user());
+    let fs = Factotum::new(&lib9::ns::user()).with_authaddr(a.authaddr.clone());
     if a.debug {
         let _ = fs.ctl("debug");
     }

@@ -395,7 +395,7 @@ impl Key {
 }
 
 /// The keys factotum holds, in the order they were added.
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct Ring {
     keys: Vec<Key>,
 }

@@ -13,7 +13,7 @@
 //! started factotum, the other bits for anyone else.
 
 use crate::attr::{Attrs, Key, Ring};
-use crate::rpc::{Conv, proto_lookup, protocols};
+use crate::rpc::{Conv, Env, proto_lookup, protocols};
 use bytes::Bytes;
 use lib9::errstr::{self, Ename};
 use lib9::fcall::{DMDIR, DMEXCL, OTRUNC, QTDIR, QTFILE, Qid, Stat};
@@ -92,6 +92,8 @@ pub struct Factotum {
     log: Mutex<Log>,
     debug: AtomicBool,
     inuse: [AtomicBool; 3],
+    /// `-a authaddr`: where protocols get tickets when the key names no `auth=`.
+    authaddr: Option<String>,
 }
 
 #[derive(Default)]
@@ -122,7 +124,14 @@ impl Factotum {
             log: Mutex::new(Log::default()),
             debug: AtomicBool::new(false),
             inuse: Default::default(),
+            authaddr: None,
         }
+    }
+
+    /// Use `addr` as the authentication server (factotum's `-a`).
+    pub fn with_authaddr(mut self, addr: Option<String>) -> Factotum {
+        self.authaddr = addr;
+        self
     }
 
     /// Note something in the log. Callers pass only public text.
@@ -136,6 +145,19 @@ impl Factotum {
             if let Some(old) = l.lines.pop_front() {
                 l.base += old.len() as u64;
             }
+        }
+    }
+
+    /// Log the outcome of a conversation (its verb and, for errors, the message;
+    /// never protocol data).
+    fn log_reply(&self, rep: &[u8]) {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if rep.starts_with(b"error ") || rep.starts_with(b"done") {
+            self.flog(format!("rpc: {}", text(rep)));
+        } else if rep.starts_with(b"needkey ") {
+            self.flog("rpc: needkey".into());
+        } else if rep.starts_with(b"badkey ") {
+            self.flog("rpc: badkey".into());
         }
     }
 
@@ -205,7 +227,13 @@ impl Factotum {
                 a.0.extend(rest.0.iter().cloned());
                 Key::from_attrs(a)
             };
-            if let Ok(kp) = Attrs::parse(desc.keyprompt) {
+            if let Some(check) = desc.check {
+                if let Err(e) = check(&key) {
+                    self.flog(format!("addkey {}: {e}", desc.name));
+                    err = Some(e);
+                    continue;
+                }
+            } else if let Ok(kp) = Attrs::parse(desc.keyprompt) {
                 if !key.matches(&kp) {
                     let e = format!("missing attributes -- want {}", desc.keyprompt);
                     self.flog(format!("addkey {}: {e}", desc.name));
@@ -332,12 +360,22 @@ impl Filesystem for Factotum {
         Ok(FILES.iter().map(|f| self.stat_of(f.0)).collect())
     }
 
-    async fn read(&self, _c: &Caller, fid: &Fid, offset: u64, count: u32) -> FsResult<Data> {
+    async fn read(&self, c: &Caller, fid: &Fid, offset: u64, count: u32) -> FsResult<Data> {
         match (&fid.open, fid.node) {
             (Some(Open::Rpc(conv)), _) => {
-                let ring = lock(&self.ring);
-                let r = lock(conv).read(&ring);
-                drop(ring);
+                // A copy of the ring (secrets in it are zeroed when dropped), so a
+                // protocol waiting on the auth server holds up no other conversation.
+                let ring = lock(&self.ring).clone();
+                let env = Env {
+                    ring: &ring,
+                    sysuser: &c.uname,
+                    owner: &self.owner,
+                    authaddr: self.authaddr.as_deref(),
+                };
+                let r = lock(conv).read_env(env);
+                if let Ok(rep) = &r {
+                    self.log_reply(&rep.0);
+                }
                 match r {
                     Ok(rep) => {
                         let n = rep.0.len().min(count as usize);

@@ -10,6 +10,7 @@ pub const DESC: ProtoDesc = ProtoDesc {
     roles: &["client"],
     keyprompt: "user? !password?",
     start: |_role| Box::new(Pass::default()),
+    check: None,
 };
 
 #[derive(Default)]

@@ -192,13 +192,46 @@ pub enum Step {
     NeedKey(Attrs),
     /// The protocol failed.
     Error(String),
+    /// The message was refused (`error msg`), but the conversation goes on, as
+    /// plan9port answers a write of too much data.
+    Reject(String),
+    /// The key in use looks wrong (`badkey attrs`): the next request asks again
+    /// with whatever keys are there by then.
+    BadKey(String),
 }
 
 /// What a protocol step may look at: the key ring and the conversation's attributes
-/// (which the protocol may add to).
+/// (which the protocol may add to), who is asking, and where the auth server is.
 pub struct Ctx<'a> {
     pub ring: &'a Ring,
     pub attrs: &'a mut Attrs,
+    /// The user on whose behalf the rpc file was opened (plan9port's `c->sysuser`).
+    pub sysuser: &'a str,
+    /// The user factotum runs as (plan9port's `owner`).
+    pub owner: &'a str,
+    /// factotum's `-a authaddr`, if given.
+    pub authaddr: Option<&'a str>,
+}
+
+/// The surroundings of a conversation step: see [`Ctx`].
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    pub ring: &'a Ring,
+    pub sysuser: &'a str,
+    pub owner: &'a str,
+    pub authaddr: Option<&'a str>,
+}
+
+impl<'a> Env<'a> {
+    /// A ring used by its owner, with no auth server.
+    pub fn ring(ring: &'a Ring) -> Env<'a> {
+        Env {
+            ring,
+            sysuser: "",
+            owner: "",
+            authaddr: None,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -229,7 +262,14 @@ pub trait Proto: Send {
     fn authinfo(&mut self) -> Option<AuthInfo> {
         None
     }
+    /// Put before error messages (p9any names the protocol it negotiated).
+    fn error_prefix(&self) -> Option<&'static str> {
+        None
+    }
 }
+
+/// A protocol's check of a key added on `ctl`.
+pub type KeyCheck = fn(&Key) -> Result<(), String>;
 
 /// A protocol factotum speaks.
 pub struct ProtoDesc {
@@ -240,11 +280,18 @@ pub struct ProtoDesc {
     pub keyprompt: &'static str,
     /// Begin a conversation in `role` (one of `roles`).
     pub start: fn(role: &str) -> Box<dyn Proto>,
+    /// Check a key on `ctl` (plan9port's `checkkey`); without one, the key must
+    /// match `keyprompt`.
+    pub check: Option<KeyCheck>,
 }
 
 /// The protocols built so far.
 pub fn protocols() -> &'static [ProtoDesc] {
-    static P: &[ProtoDesc] = &[crate::proto_pass::DESC];
+    static P: &[ProtoDesc] = &[
+        crate::proto_p9any::DESC,
+        crate::proto_p9sk1::DESC,
+        crate::proto_pass::DESC,
+    ];
     P
 }
 
@@ -340,8 +387,13 @@ impl Conv {
 
     /// A read of `rpc`: carry out the pending request and return the reply.
     pub fn read(&mut self, ring: &Ring) -> Result<SecretBytes, RpcError> {
+        self.read_env(Env::ring(ring))
+    }
+
+    /// [`Conv::read`] for a caller and with an auth server.
+    pub fn read_env(&mut self, env: Env<'_>) -> Result<SecretBytes, RpcError> {
         let (verb, arg) = self.pending.take().ok_or(RpcError::NoRpcPending)?;
-        Ok(self.exec(ring, verb, &arg.0))
+        Ok(self.exec(env, verb, &arg.0))
     }
 
     /// The attributes in effect.
@@ -359,7 +411,7 @@ impl Conv {
         }
     }
 
-    fn exec(&mut self, ring: &Ring, verb: Verb, arg: &[u8]) -> SecretBytes {
+    fn exec(&mut self, ring: Env<'_>, verb: Verb, arg: &[u8]) -> SecretBytes {
         match verb {
             Verb::Start => self.start(arg),
             Verb::Attr => reply("ok", self.attrs.to_string().as_bytes()).with_space_if_empty(),
@@ -433,7 +485,7 @@ impl Conv {
         r
     }
 
-    fn step(&mut self, ring: &Ring, want: Want, data: &[u8], hex: bool) -> SecretBytes {
+    fn step(&mut self, env: Env<'_>, want: Want, data: &[u8], hex: bool) -> SecretBytes {
         let (desc, role, proto, asked) = match &mut self.state {
             State::NotStarted => return text("error protocol not started"),
             State::Failed(m) => return text(format!("error {m}")),
@@ -454,26 +506,39 @@ impl Conv {
                 proto.wants().word()
             ));
         }
-        let state = proto.state();
         let mut ctx = Ctx {
-            ring,
+            ring: env.ring,
             attrs: &mut self.attrs,
+            sysuser: env.sysuser,
+            owner: env.owner,
+            authaddr: env.authaddr,
         };
         let r = match want {
             Want::Read => proto.read(&mut ctx),
             Want::Write => proto.write(&mut ctx, data),
         };
+        // As plan9port, errors name the state the protocol failed in.
+        let state = proto.state();
+        let prefix = proto
+            .error_prefix()
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
         let out = match r {
             Step::NeedKey(t) => {
                 if *asked {
-                    return self.fail(format!("{} {} {}: no key found", desc.name, role, state));
+                    return self.fail(format!(
+                        "{} {} {}: {prefix}no key found",
+                        desc.name, role, state
+                    ));
                 }
                 *asked = true;
                 return reply("needkey", t.to_string().as_bytes());
             }
             Step::Error(m) => {
-                return self.fail(format!("{} {} {}: {}", desc.name, role, state, m));
+                return self.fail(format!("{} {} {}: {prefix}{}", desc.name, role, state, m));
             }
+            Step::Reject(m) => return text(format!("error {m}")),
+            Step::BadKey(m) => return reply("badkey", m.as_bytes()),
             Step::TooSmall(n) => text(format!("toosmall {n}")),
             Step::Ok(d) if hex => reply("ok", &hex_encode(&d.0)),
             Step::Ok(d) => reply("ok", &d.0),

@@ -1,0 +1,485 @@
+//! p9sk1, Plan 9's shared-key protocol (authsrv(6)), in both roles, as plan9port's
+//! factotum speaks it:
+//!
+//! ```text
+//! client                                   server
+//!   read:  CHc[8]                     →      write
+//!   write: ←  Ticketreq[141]                 read
+//!          (the client gets two tickets from the auth server)
+//!   read:  Ks{ticket}[72] Kn{AuthAc}[13] →   write
+//!   write: ←  Kn{AuthAs, CHc}[13]            read
+//! ```
+//!
+//! Keys: `proto=p9sk1 dom=D user=U !password=P` (or `!hex=` and 14 hex digits of
+//! the DES key), with `role=client`, `role=server` or `role=speakfor` to restrict
+//! their use. It is the client that asks the auth server for tickets: at the key's
+//! `auth=` address, else factotum's `-a authaddr`, else `$auth` (tcp, port
+//! `ticket`, 567). If the auth server cannot be reached and the client's key is the
+//! server's own (the same user), the client makes the tickets itself, as plan9port
+//! does.
+//!
+//! On success both sides add `cuid=`, `suid=` and `cap=''` to the conversation's
+//! attributes, and the AuthInfo's secret is the 8-byte `des56to64` of the ticket's
+//! key Kn.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::attr::{Attr, Attrs, Key};
+use crate::authsrv::get_tickets;
+use crate::rpc::{AuthInfo, Ctx, Proto, ProtoDesc, SecretBytes, Step, Want};
+use crate::ticket::p9sk1::{self as sk, P9sk1Error};
+use crate::ticket::{
+    ANAMELEN, AUTH_AC, AUTH_TC, AUTH_TS, AUTHENTLEN, Authenticator, CHALLEN, DOMLEN, DesKey,
+    TICKETLEN, TICKREQLEN, Ticket, Ticketreq, check_name,
+};
+
+pub const DESC: ProtoDesc = ProtoDesc {
+    name: "p9sk1",
+    roles: &["client", "server"],
+    keyprompt: "user? dom? !password?",
+    start: |role| {
+        if role == "server" {
+            Box::new(Server::default())
+        } else {
+            Box::new(Client::default())
+        }
+    },
+    check: Some(check_key),
+};
+
+/// How long to wait for the auth server.
+const AS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// plan9port's `p9sk1check`.
+pub fn check_key(k: &Key) -> Result<(), String> {
+    let (Some(user), Some(dom)) = (k.find("user"), k.find("dom")) else {
+        return Err("need user and dom attributes".into());
+    };
+    if user.len() >= ANAMELEN {
+        return Err("user name too long".into());
+    }
+    if dom.len() >= DOMLEN {
+        return Err("auth dom name too long".into());
+    }
+    des_key(k).map(|_| ())
+}
+
+/// The key's DES key, from `!password` or `!hex`.
+pub fn des_key(k: &Key) -> Result<DesKey, String> {
+    if let Some(pw) = k.secret.find("!password") {
+        Ok(DesKey::from_password(pw.as_bytes()))
+    } else if let Some(h) = k.secret.find("!hex") {
+        DesKey::from_hex(h).map_err(|_| "malformed !hex key data".to_string())
+    } else {
+        Err("need !password or !hex attribute".into())
+    }
+}
+
+/// plan9port's `convread`: exactly `n` bytes, `toosmall n` for fewer, refused (the
+/// conversation goes on) for more.
+pub fn exact(data: &[u8], n: usize) -> Result<&[u8], Step> {
+    if data.len() < n {
+        Err(Step::TooSmall(n))
+    } else if data.len() > n {
+        Err(Step::Reject(format!(
+            "too much data; want {n} got {}",
+            data.len()
+        )))
+    } else {
+        Ok(data)
+    }
+}
+
+/// Add plan9port's `addcap`: `cuid=`, `suid=` and an empty `cap=`.
+fn add_cap(attrs: &mut Attrs, t: &Ticket) {
+    attrs.0.push(Attr::val("cuid", &t.cuid));
+    attrs.0.push(Attr::val("suid", &t.suid));
+    attrs.0.push(Attr::val("cap", ""));
+}
+
+fn authinfo(t: &Ticket) -> AuthInfo {
+    AuthInfo {
+        cuid: t.cuid.clone(),
+        suid: t.suid.clone(),
+        cap: String::new(),
+        secret: SecretBytes(sk::secret(t).to_vec()),
+    }
+}
+
+/// Dial the auth server for `dom` and get the two tickets for `tr`
+/// (plan9port's `getastickets`).
+fn as_tickets(ctx: &Ctx<'_>, key: &Key, tr: &Ticketreq) -> Result<[u8; 2 * TICKETLEN], String> {
+    let env = std::env::var("auth").ok().filter(|s| !s.is_empty());
+    let addr = key
+        .find("auth")
+        .map(str::to_string)
+        .or_else(|| ctx.authaddr.map(str::to_string))
+        .or(env)
+        .ok_or_else(|| format!("no auth server found for {}", tr.authdom))?;
+    let (host, port) = match lib9::dial::parse_host(&addr, "ticket") {
+        Ok(lib9::dial::Addr::Tcp { host, port }) => (host, port),
+        Ok(_) => return Err(format!("{addr}: auth server must be on tcp")),
+        Err(e) => return Err(format!("{addr}: {e}")),
+    };
+    let addrs: Vec<_> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, AS_TIMEOUT) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(AS_TIMEOUT));
+                let _ = s.set_write_timeout(Some(AS_TIMEOUT));
+                return get_tickets(&mut s, tr).map_err(|e| e.to_string());
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("{addr}: {last}"))
+}
+
+/// plan9port's `mktickets`: with the server's own key, make the tickets without an
+/// auth server.
+fn make_tickets(tr: &Ticketreq, k: &DesKey) -> Option<[u8; 2 * TICKETLEN]> {
+    if tr.authid != tr.hostid {
+        return None;
+    }
+    let mut t = Ticket {
+        num: AUTH_TC,
+        chal: tr.chal,
+        cuid: tr.uid.clone(),
+        suid: tr.uid.clone(),
+        key: DesKey::random().ok()?,
+    };
+    let mut out = [0u8; 2 * TICKETLEN];
+    out[..TICKETLEN].copy_from_slice(&t.seal(k).ok()?);
+    t.num = AUTH_TS;
+    out[TICKETLEN..].copy_from_slice(&t.seal(k).ok()?);
+    Some(out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum CState {
+    #[default]
+    WriteChal,
+    ReadTreq,
+    FindKey,
+    GetTickets,
+    ReplaceKey,
+    ReadAuth,
+    Done,
+}
+
+/// The client role.
+#[derive(Default)]
+struct Client {
+    st: CState,
+    cchal: [u8; CHALLEN],
+    tr: Ticketreq,
+    speakfor: bool,
+    /// The key template (plan9port's `a`).
+    tmpl: Attrs,
+    /// The DES key the auth server disagreed with.
+    bad: Option<DesKey>,
+    ticket: Option<Ticket>,
+}
+
+impl Client {
+    /// Find a key, get tickets, and make the message for the server.
+    fn tickets(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if self.st != CState::ReplaceKey {
+            self.st = CState::FindKey;
+        }
+        let Some(key) = ctx.key(&self.tmpl).cloned() else {
+            return Step::NeedKey(self.tmpl.clone());
+        };
+        let kc = match des_key(&key) {
+            Ok(k) => k,
+            Err(e) => return Step::Error(e),
+        };
+        if self.bad.as_ref() == Some(&kc) {
+            return Step::Error("key mismatch with auth server".into());
+        }
+        self.st = CState::FindKey;
+        self.tr.hostid = key.find("user").unwrap_or("").to_string();
+        self.tr.uid = if self.speakfor {
+            ctx.sysuser.to_string()
+        } else {
+            self.tr.hostid.clone()
+        };
+        if let Err(e) = check_name("hostid", &self.tr.hostid, ANAMELEN)
+            .and_then(|()| check_name("uid", &self.tr.uid, ANAMELEN))
+        {
+            return Step::Error(e.to_string());
+        }
+        self.st = CState::GetTickets;
+        let tickets = match as_tickets(ctx, &key, &self.tr) {
+            Ok(t) => t,
+            Err(e) => match make_tickets(&self.tr, &kc) {
+                Some(t) => t,
+                None => return Step::Error(format!("gettickets: {e}")),
+            },
+        };
+        let t = match Ticket::open(&tickets, &kc) {
+            Ok(t) if t.num == AUTH_TC => t,
+            _ => {
+                // We don't agree with the auth server about the key: say so, and
+                // try again on the next request with whatever key is there then.
+                self.st = CState::ReplaceKey;
+                let mut prompt = key.public.clone();
+                for n in ["user", "dom", "!password"] {
+                    prompt.remove(n);
+                    prompt.0.push(Attr::query(n));
+                }
+                let msg = format!(
+                    "{} {}\nkey mismatch with auth server\n{}",
+                    key.public,
+                    key.secret.names(),
+                    prompt
+                );
+                self.bad = Some(kc);
+                return Step::BadKey(msg);
+            }
+        };
+        let mut out = SecretBytes(Vec::with_capacity(TICKETLEN + AUTHENTLEN));
+        out.0.extend_from_slice(&tickets[TICKETLEN..]);
+        let a = Authenticator {
+            num: AUTH_AC,
+            chal: self.tr.chal,
+            id: 0,
+        };
+        match a.seal(&t.key) {
+            Ok(b) => out.0.extend_from_slice(&b),
+            Err(e) => return Step::Error(e.to_string()),
+        }
+        self.ticket = Some(t);
+        self.st = CState::ReadAuth;
+        Step::Ok(out)
+    }
+}
+
+impl Proto for Client {
+    fn state(&self) -> &'static str {
+        match self.st {
+            CState::WriteChal => "write challenge",
+            CState::ReadTreq => "read tickreq",
+            CState::FindKey => "find key",
+            CState::GetTickets => "get tickets",
+            CState::ReplaceKey => "replace key",
+            CState::ReadAuth => "read auth",
+            CState::Done => "done",
+        }
+    }
+
+    fn wants(&self) -> Want {
+        match self.st {
+            CState::ReadTreq | CState::ReadAuth => Want::Write,
+            _ => Want::Read,
+        }
+    }
+
+    fn read(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.st {
+            CState::WriteChal => match sk::challenge() {
+                Ok(c) => {
+                    self.cchal = c;
+                    self.st = CState::ReadTreq;
+                    Step::Ok(SecretBytes(c.to_vec()))
+                }
+                Err(e) => Step::Error(e.to_string()),
+            },
+            CState::FindKey | CState::GetTickets | CState::ReplaceKey => self.tickets(ctx),
+            _ => Step::Error("protocol botch".into()),
+        }
+    }
+
+    fn write(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Step {
+        match self.st {
+            CState::ReadTreq => {
+                let data = match exact(data, TICKREQLEN) {
+                    Ok(d) => d,
+                    Err(s) => return s,
+                };
+                let tr = match Ticketreq::from_bytes(data) {
+                    Ok(t) => t,
+                    Err(e) => return Step::Error(e.to_string()),
+                };
+                // If the user is the factotum owner, any key will do; if not, only a
+                // speakfor key, and only for the user's own identity.
+                let user = ctx.attrs.find("user").map(str::to_string);
+                let mut a = ctx.attrs.clone();
+                a.remove("role");
+                a.0.push(Attr::val("proto", "p9sk1"));
+                if ctx.sysuser == ctx.owner {
+                    self.speakfor = false;
+                } else if user.is_none() || user.as_deref() == Some(ctx.sysuser) {
+                    self.speakfor = true;
+                    a.remove("user");
+                    a.0.push(Attr::val("role", "speakfor"));
+                } else {
+                    return Step::Error(format!(
+                        "will not authenticate for {} as {}",
+                        crate::attr::quote(ctx.sysuser),
+                        crate::attr::quote(user.as_deref().unwrap_or(""))
+                    ));
+                }
+                a.0.push(Attr::query("user"));
+                a.0.push(Attr::val("dom", &tr.authdom));
+                self.tmpl = a;
+                self.tr = tr;
+                self.st = CState::FindKey;
+                Step::Ok(SecretBytes::default())
+            }
+            CState::ReadAuth => {
+                let data = match exact(data, AUTHENTLEN) {
+                    Ok(d) => d,
+                    Err(s) => return s,
+                };
+                let Some(t) = &self.ticket else {
+                    return Step::Error("protocol botch".into());
+                };
+                match sk::client_check(t, data, &self.cchal) {
+                    Ok(()) => {}
+                    Err(P9sk1Error::Format(e)) => return Step::Error(e.to_string()),
+                    Err(_) => return Step::Error("server lies through his teeth".into()),
+                }
+                add_cap(ctx.attrs, t);
+                self.st = CState::Done;
+                Step::Ok(SecretBytes::default())
+            }
+            _ => Step::Error("protocol botch".into()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.st == CState::Done
+    }
+
+    fn authinfo(&mut self) -> Option<AuthInfo> {
+        self.ticket.as_ref().map(authinfo)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum SState {
+    #[default]
+    ReadChal,
+    WriteTreq,
+    ReadTicket,
+    WriteAuth,
+    Done,
+}
+
+/// The server role.
+#[derive(Default)]
+struct Server {
+    st: SState,
+    ks: Option<DesKey>,
+    user: String,
+    dom: String,
+    cchal: [u8; CHALLEN],
+    tr: Ticketreq,
+    ticket: Option<Ticket>,
+    auth: [u8; AUTHENTLEN],
+}
+
+impl Proto for Server {
+    fn state(&self) -> &'static str {
+        // plan9port's server names no states of its own.
+        if self.st == SState::Done {
+            "done"
+        } else {
+            "nascent"
+        }
+    }
+
+    fn wants(&self) -> Want {
+        match self.st {
+            SState::ReadChal | SState::ReadTicket => Want::Write,
+            _ => Want::Read,
+        }
+    }
+
+    fn read(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.st {
+            SState::WriteTreq => match sk::server_ticketreq(&self.user, &self.dom)
+                .and_then(|tr| Ok((tr.to_bytes()?, tr)))
+            {
+                Ok((b, tr)) => {
+                    self.tr = tr;
+                    self.st = SState::ReadTicket;
+                    Step::Ok(SecretBytes(b.to_vec()))
+                }
+                Err(e) => Step::Error(e.to_string()),
+            },
+            SState::WriteAuth => {
+                let Some(t) = &self.ticket else {
+                    return Step::Error("protocol botch".into());
+                };
+                add_cap(ctx.attrs, t);
+                self.st = SState::Done;
+                Step::Ok(SecretBytes(self.auth.to_vec()))
+            }
+            _ => Step::Error("protocol botch".into()),
+        }
+    }
+
+    fn write(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Step {
+        match self.st {
+            SState::ReadChal => {
+                if self.ks.is_none() {
+                    let mut a = ctx.attrs.clone();
+                    a.0.push(Attr::query("user"));
+                    a.0.push(Attr::query("dom"));
+                    a.0.push(Attr::val("proto", "p9sk1"));
+                    let Some(key) = ctx.key(&a) else {
+                        return Step::NeedKey(a);
+                    };
+                    match des_key(key) {
+                        Ok(k) => self.ks = Some(k),
+                        Err(e) => return Step::Error(e),
+                    }
+                    self.user = key.find("user").unwrap_or("").to_string();
+                    self.dom = key.find("dom").unwrap_or("").to_string();
+                }
+                let data = match exact(data, CHALLEN) {
+                    Ok(d) => d,
+                    Err(s) => return s,
+                };
+                self.cchal.copy_from_slice(data);
+                self.st = SState::WriteTreq;
+                Step::Ok(SecretBytes::default())
+            }
+            SState::ReadTicket => {
+                let data = match exact(data, TICKETLEN + AUTHENTLEN) {
+                    Ok(d) => d,
+                    Err(s) => return s,
+                };
+                let Some(ks) = &self.ks else {
+                    return Step::Error("protocol botch".into());
+                };
+                match sk::server_check(&self.tr, data, ks, &self.cchal) {
+                    Ok((t, a)) => {
+                        self.ticket = Some(t);
+                        self.auth = a;
+                        self.st = SState::WriteAuth;
+                        Step::Ok(SecretBytes::default())
+                    }
+                    Err(e) => Step::Error(e.to_string()),
+                }
+            }
+            _ => Step::Error("protocol botch".into()),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.st == SState::Done
+    }
+
+    fn authinfo(&mut self) -> Option<AuthInfo> {
+        self.ticket.as_ref().map(authinfo)
+    }
+}

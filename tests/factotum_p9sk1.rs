@@ -1,0 +1,448 @@
+//! p9any and p9sk1 end to end: one authsrv, two factotums (the client's and the
+//! server's, each in its own $NAMESPACE), and a shuttle here that carries messages
+//! between their rpc files as auth_proxy and a 9P server would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use factotum::rpc::AuthInfo;
+use lib9::blocking::{Client, Fid};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A process killed (by pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An authsrv on an ephemeral port, with users glenda and bootes.
+struct AuthSrv {
+    _p: Proc,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+fn adduser(dir: &std::path::Path, name: &str, pw: &str) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_authsrv"))
+        .arg("-d")
+        .arg(dir)
+        .args(["adduser", name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("authsrv adduser");
+    if let Some(mut i) = c.stdin.take() {
+        writeln!(i, "{pw}").expect("password");
+    }
+    assert!(c.wait().expect("wait").success());
+}
+
+impl AuthSrv {
+    fn start() -> AuthSrv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        adduser(&keys, "glenda", "glenda pw");
+        adduser(&keys, "bootes", "bootes pw");
+        let mut p = Proc(
+            Command::new(env!("CARGO_BIN_EXE_authsrv"))
+                .arg("-d")
+                .arg(&keys)
+                .args(["-a", "tcp!127.0.0.1!0"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start authsrv"),
+        );
+        let err = p.0.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(err).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(LIMIT).expect("authsrv did not start");
+        let hostport = line.trim().rsplit(' ').next().unwrap_or("").to_string();
+        let (host, port) = hostport.rsplit_once(':').expect("address");
+        AuthSrv {
+            _p: p,
+            _dir: dir,
+            addr: format!("tcp!{host}!{port}"),
+        }
+    }
+}
+
+/// A factotum in its own $NAMESPACE, with the auth server given by -a.
+struct Factotum {
+    _p: Proc,
+    _ns: tempfile::TempDir,
+    client: Client,
+}
+
+impl Factotum {
+    fn start(authaddr: &str, keys: &[&str]) -> Factotum {
+        let ns = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(ns.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let p = Proc(
+            Command::new(env!("CARGO_BIN_EXE_factotum"))
+                .args(["-n", "-f", "-a", authaddr])
+                .env("NAMESPACE", ns.path())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start factotum"),
+        );
+        let sock: PathBuf = ns.path().join("factotum");
+        let deadline = Instant::now() + LIMIT;
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "factotum did not post itself");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let client = Client::dial(&format!("unix!{}", sock.display())).expect("dial");
+        let f = Factotum {
+            _p: p,
+            _ns: ns,
+            client,
+        };
+        for k in keys {
+            f.ctl(&format!("key {k}")).expect("add key");
+        }
+        f
+    }
+
+    fn ctl(&self, line: &str) -> Result<(), String> {
+        let root = self.client.attach(&lib9::ns::user(), "").expect("attach");
+        let mut ctl = root.walk("ctl").expect("walk ctl");
+        ctl.open(lib9::fcall::OWRITE).expect("open ctl");
+        ctl.write(0, Bytes::copy_from_slice(line.as_bytes()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn rpc(&self) -> Rpc {
+        let root = self.client.attach(&lib9::ns::user(), "").expect("attach");
+        let mut fid = root.walk("rpc").expect("walk rpc");
+        fid.open(lib9::fcall::ORDWR).expect("open rpc");
+        Rpc(fid)
+    }
+
+    fn log(&self) -> String {
+        let root = self.client.attach(&lib9::ns::user(), "").expect("attach");
+        let mut log = root.walk("log").expect("walk log");
+        log.open(lib9::fcall::OREAD).expect("open log");
+        String::from_utf8_lossy(&log.read_all().expect("read log")).into_owned()
+    }
+}
+
+/// One open of `rpc`.
+struct Rpc(Fid);
+
+impl Rpc {
+    fn call(&self, verb: &str, data: &[u8]) -> Vec<u8> {
+        let mut req = verb.as_bytes().to_vec();
+        if !data.is_empty() {
+            req.push(b' ');
+            req.extend_from_slice(data);
+        }
+        self.0.write(0, Bytes::from(req)).expect("write rpc");
+        self.0.read(0, 8192).expect("read rpc").to_vec()
+    }
+
+    fn text(&self, verb: &str, data: &[u8]) -> String {
+        String::from_utf8_lossy(&self.call(verb, data)).into_owned()
+    }
+
+    fn authinfo(&self) -> Result<AuthInfo, String> {
+        let r = self.call("authinfo", b"");
+        match r.strip_prefix(b"ok ") {
+            Some(b) => AuthInfo::from_bytes(b).map_err(|e| e.to_string()),
+            None => Err(String::from_utf8_lossy(&r).into_owned()),
+        }
+    }
+}
+
+/// What a shuttle saw.
+struct Run {
+    /// The last reply from each side that was not `ok`/`phase`: (client, server).
+    last: (String, String),
+    /// Every message carried to the server.
+    to_server: Vec<Vec<u8>>,
+}
+
+/// Carry messages between the two conversations, server first, until both are
+/// done or one says something other than ok or phase.
+fn shuttle(c: &Rpc, s: &Rpc) -> Run {
+    let mut run = Run {
+        last: (String::new(), String::new()),
+        to_server: Vec::new(),
+    };
+    let deadline = Instant::now() + LIMIT;
+    let (mut cdone, mut sdone) = (false, false);
+    while !(cdone && sdone) {
+        assert!(Instant::now() < deadline, "shuttle did not finish");
+        for server_side in [true, false] {
+            let (from, to) = if server_side { (s, c) } else { (c, s) };
+            let r = from.call("read", b"");
+            let stop = |run: &mut Run, msg: String| {
+                if server_side {
+                    run.last.1 = msg;
+                } else {
+                    run.last.0 = msg;
+                }
+            };
+            if let Some(data) = r.strip_prefix(b"ok ") {
+                if !server_side {
+                    run.to_server.push(data.to_vec());
+                }
+                let w = to.text("write", data);
+                if w != "ok" {
+                    let msg = w.clone();
+                    if server_side {
+                        run.last.0 = msg;
+                    } else {
+                        run.last.1 = msg;
+                    }
+                    return run;
+                }
+            } else if r.starts_with(b"done") {
+                if server_side {
+                    sdone = true;
+                } else {
+                    cdone = true;
+                }
+                stop(&mut run, String::from_utf8_lossy(&r).into_owned());
+            } else if !r.starts_with(b"phase ") {
+                stop(&mut run, String::from_utf8_lossy(&r).into_owned());
+                return run;
+            }
+        }
+    }
+    run
+}
+
+const CLIENT_KEY: &str = "proto=p9sk1 dom=dom user=glenda !password='glenda pw'";
+const SERVER_KEY: &str = "proto=p9sk1 dom=dom user=bootes role=server !password='bootes pw'";
+
+#[test]
+fn p9any_p9sk1_success() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    let (c, s) = (cf.rpc(), sf.rpc());
+    assert_eq!(c.text("start", b"proto=p9any role=client"), "ok");
+    assert_eq!(s.text("start", b"proto=p9any role=server"), "ok");
+    let run = shuttle(&c, &s);
+    assert_eq!(
+        run.last,
+        ("done haveai".to_string(), "done haveai".to_string())
+    );
+    // The offer, the choice, then p9sk1's messages.
+    assert_eq!(run.to_server[0], b"p9sk1 dom\0");
+    assert_eq!(run.to_server[1].len(), 8);
+    assert_eq!(run.to_server[2].len(), 72 + 13);
+    let ca = c.authinfo().expect("client authinfo");
+    let sa = s.authinfo().expect("server authinfo");
+    assert_eq!(ca.cuid, "glenda");
+    assert_eq!(ca.suid, "glenda");
+    assert_eq!((sa.cuid.as_str(), sa.suid.as_str()), ("glenda", "glenda"));
+    assert_eq!(ca.secret.0.len(), 8);
+    assert_eq!(ca.secret, sa.secret);
+    let attr = s.text("attr", b"");
+    assert!(attr.contains("proto=p9sk1 dom=dom"), "{attr}");
+    assert!(attr.contains("cuid=glenda"), "{attr}");
+    assert!(!attr.contains("secret"), "{attr}");
+    for f in [&cf, &sf] {
+        let log = f.log();
+        assert!(!log.contains("pw"), "{log}");
+    }
+    // A second conversation gets another session key.
+    let (c2, s2) = (cf.rpc(), sf.rpc());
+    c2.text("start", b"proto=p9any role=client");
+    s2.text("start", b"proto=p9any role=server");
+    shuttle(&c2, &s2);
+    assert_ne!(c2.authinfo().expect("authinfo").secret, ca.secret);
+}
+
+#[test]
+fn p9sk1_direct_and_hex_key() {
+    let a = AuthSrv::start();
+    let hex = factotum::ticket::DesKey::from_password(b"bootes pw").to_hex();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(
+        &a.addr,
+        &[&format!("proto=p9sk1 dom=dom user=bootes !hex={}", &*hex)],
+    );
+    let (c, s) = (cf.rpc(), sf.rpc());
+    assert_eq!(c.text("start", b"proto=p9sk1 role=client"), "ok");
+    assert_eq!(s.text("start", b"proto=p9sk1 role=server"), "ok");
+    // The client speaks first: the server's read is out of turn.
+    assert_eq!(s.text("read", b""), "phase in state 'nascent' want 'write'");
+    let run = shuttle(&c, &s);
+    assert_eq!(run.last.0, "done haveai");
+    assert_eq!(c.authinfo().unwrap().secret, s.authinfo().unwrap().secret);
+}
+
+#[test]
+fn wrong_password_and_unknown_user() {
+    let a = AuthSrv::start();
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    for key in [
+        "proto=p9sk1 dom=dom user=glenda !password=wrong",
+        "proto=p9sk1 dom=dom user=nobody !password=whatever",
+    ] {
+        let cf = Factotum::start(&a.addr, &[key]);
+        let (c, s) = (cf.rpc(), sf.rpc());
+        c.text("start", b"proto=p9any role=client");
+        s.text("start", b"proto=p9any role=server");
+        let run = shuttle(&c, &s);
+        assert!(
+            run.last.0.starts_with("badkey proto=p9sk1 dom=dom user="),
+            "{:?}",
+            run.last
+        );
+        assert!(run.last.0.contains("\nkey mismatch with auth server\n"));
+        assert!(!run.last.0.contains("wrong") && !run.last.0.contains("whatever"));
+        assert_eq!(
+            c.text("read", b""),
+            "error p9any client replace key: p9sk1: key mismatch with auth server"
+        );
+        assert_eq!(
+            c.authinfo().unwrap_err(),
+            "error conversation not successful"
+        );
+    }
+}
+
+/// Run p9any as the server up to the ticket, feeding `msg` as the client's ticket
+/// and authenticator; the server's reply.
+fn serve_with(s: &Rpc, msg: &[u8]) -> String {
+    assert_eq!(s.text("start", b"proto=p9any role=server"), "ok");
+    assert_eq!(s.call("read", b""), b"ok v.2 p9sk1@dom\0");
+    assert_eq!(s.text("write", b"p9sk1 dom\0"), "ok");
+    assert_eq!(s.call("read", b""), b"ok OK\0");
+    assert_eq!(s.text("write", b"12345678"), "ok");
+    let tr = s.call("read", b"");
+    assert_eq!(tr.len(), 3 + 141);
+    s.text("write", msg)
+}
+
+#[test]
+fn replayed_ticket_is_refused() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    let (c, s) = (cf.rpc(), sf.rpc());
+    c.text("start", b"proto=p9any role=client");
+    s.text("start", b"proto=p9any role=server");
+    let run = shuttle(&c, &s);
+    assert_eq!(run.last.1, "done haveai");
+    let captured = run.to_server[2].clone();
+    assert_eq!(captured.len(), 85);
+    let s2 = sf.rpc();
+    assert_eq!(
+        serve_with(&s2, &captured),
+        "error p9any server start choice: p9sk1: key mismatch with auth server"
+    );
+    assert_eq!(
+        s2.authinfo().unwrap_err(),
+        "error conversation not successful"
+    );
+    // A tampered authenticator with a good ticket is caught too: the challenge
+    // differs, so the ticket already fails; and garbage is garbage.
+    let s3 = sf.rpc();
+    let r = serve_with(&s3, &[0x55; 85]);
+    assert!(
+        r.starts_with("error p9any server start choice: p9sk1: "),
+        "{r}"
+    );
+}
+
+#[test]
+fn truncated_and_oversized_messages() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    let (c, s) = (cf.rpc(), sf.rpc());
+    c.text("start", b"proto=p9any role=client");
+    s.text("start", b"proto=p9any role=server");
+    // The offer without its NUL, then whole.
+    let offer = s.call("read", b"");
+    let offer = offer.strip_prefix(b"ok ").expect("offer");
+    assert_eq!(c.text("write", &offer[..offer.len() - 1]), "toosmall 4096");
+    assert_eq!(c.text("write", offer), "ok");
+    let choice = c.call("read", b"");
+    assert_eq!(s.text("write", &choice[3..]), "ok");
+    let ok = s.call("read", b"");
+    assert_eq!(c.text("write", &ok[3..]), "ok");
+    let chal = c.call("read", b"");
+    // Too short: toosmall, and nothing is lost; too long: refused, and the
+    // conversation goes on.
+    assert_eq!(s.text("write", &chal[3..7]), "toosmall 8");
+    assert_eq!(
+        s.text("write", b"123456789"),
+        "error too much data; want 8 got 9"
+    );
+    assert_eq!(s.text("write", &chal[3..]), "ok");
+    let tr = s.call("read", b"");
+    assert_eq!(c.text("write", &tr[3..100]), "toosmall 141");
+    assert_eq!(c.text("write", &tr[3..]), "ok");
+    let tk = c.call("read", b"");
+    assert_eq!(tk.len(), 3 + 85);
+    // The ticket cut short: toosmall; the client gives up, and the server's
+    // conversation never succeeds.
+    assert_eq!(s.text("write", &tk[3..50]), "toosmall 85");
+    drop(c);
+    assert_eq!(
+        s.text("read", b""),
+        "phase in state 'start choice' want 'write'"
+    );
+    assert_eq!(s.authinfo().unwrap_err(), "error conversation still active");
+    assert_eq!(s.text("write", b"short"), "toosmall 85");
+}
+
+#[test]
+fn server_without_key() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    // No keys at all: p9any has nothing to offer, p9sk1 asks for one.
+    let empty = Factotum::start(&a.addr, &[]);
+    let s = empty.rpc();
+    assert_eq!(s.text("start", b"proto=p9any role=server"), "ok");
+    assert_eq!(
+        s.text("read", b""),
+        "error p9any server nascent: no valid keys"
+    );
+    let s = empty.rpc();
+    assert_eq!(s.text("start", b"proto=p9sk1 role=server dom=dom"), "ok");
+    assert_eq!(
+        s.text("write", b"12345678"),
+        "needkey proto=p9sk1 role=server dom=dom user? dom? proto=p9sk1"
+    );
+    assert_eq!(
+        s.text("write", b"12345678"),
+        "error p9sk1 server nascent: no key found"
+    );
+    // A key for another domain only: the client has none for it and asks.
+    let other = Factotum::start(
+        &a.addr,
+        &["proto=p9sk1 dom=other user=bootes !password='bootes pw'"],
+    );
+    let (c, s) = (cf.rpc(), other.rpc());
+    c.text("start", b"proto=p9any role=client");
+    s.text("start", b"proto=p9any role=server");
+    let run = shuttle(&c, &s);
+    assert!(run.last.0.starts_with("needkey "), "{:?}", run.last);
+    assert!(
+        run.last.0.contains("proto=p9sk1 dom=other"),
+        "{}",
+        run.last.0
+    );
+    assert!(run.last.0.contains("!password?"), "{}", run.last.0);
+}

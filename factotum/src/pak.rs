@@ -16,8 +16,11 @@
 //!   then of PN, each 56 bytes big-endian: 448 bytes, exactly as authpak.c lays it out.
 //! * **Curve** (`ed448.mp`): Ed448-Goldilocks, `x^2 + y^2 = 1 - 39081 x^2 y^2` over
 //!   `p = 2^448 - 2^224 - 1`, base point `(1178...8495, 19)`; extended twisted-Edwards
-//!   coordinates and the unified addition of `edwards.mp` (Hisil-Wong-Carter-Dawson);
-//!   scalar multiplication is a fixed 448-step double-and-select loop like `edwards_scale`.
+//!   coordinates and the unified addition of `edwards.mp` (Hisil-Wong-Carter-Dawson).
+//!   Scalar multiplication computes the same multiple as `edwards_scale` (all 448 bits of
+//!   the scalar) with dedicated doubling and a 4-bit window read by constant-time selects;
+//!   as Decaf encodings do not depend on the projective representation, only the group
+//!   element matters for what goes on the wire.
 //! * **Points on the wire** are Decaf encodings (`decaf.mp`, Hamburg's Decaf with a = 1):
 //!   56 bytes big-endian of `s` with `0 <= s <= (p-1)/2`. Decoding rejects `s > (p-1)/2`
 //!   (so also any value `>= p`) and any `s` for which `u*s^2` is not a square — those are
@@ -46,8 +49,10 @@
 //! `tests/pak_vectors.rs`). 9front publishes no known-answer values for AuthPAK, so agreement
 //! with a real 9front peer has not been observed here.
 //!
-//! Field arithmetic is `crypto-bigint`'s constant-time Montgomery arithmetic; secret-dependent
-//! choices use constant-time selects. Secrets (AES key, pakhash, ephemeral scalar, pakkey) are
+//! Field arithmetic is our own, branch-free, in eight 56-bit limbs with the reduction
+//! 2^448 = 2^224 + 1 (mod p); the tests check it against `crypto-bigint`'s Montgomery
+//! arithmetic on edge values and random ones. Secret-dependent choices use constant-time
+//! selects; exponentiations use public exponents only. Secrets (AES key, pakhash, ephemeral scalar, pakkey) are
 //! zeroed on drop.
 
 use std::sync::OnceLock;
@@ -55,8 +60,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
-use crypto_bigint::modular::constant_mod::Residue;
-use crypto_bigint::{Encoding, U448, impl_modulus};
+use crypto_bigint::{Encoding, U448};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
@@ -99,19 +103,249 @@ pub enum PakError {
 }
 
 // ---------------------------------------------------------------------------
-// The field GF(p), p = 2^448 - 2^224 - 1.
+// The field GF(p), p = 2^448 - 2^224 - 1, in eight 56-bit limbs (the "Solinas trick":
+// 2^448 = 2^224 + 1 mod p). Every operation is branch-free; results are kept weakly
+// reduced (each limb below 2^57) and made canonical only by `retrieve`.
 
-impl_modulus!(
-    P448,
-    U448,
-    "fffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
-);
+mod field {
+    use super::{Choice, ConditionallySelectable, ConstantTimeEq, U448, Zeroize};
+    use crypto_bigint::Encoding;
+    use std::ops::{Add, AddAssign, Mul, Neg, Sub};
 
-type Fe = Residue<P448, { U448::LIMBS }>;
+    const MASK: u64 = (1 << 56) - 1;
+    /// 2p in limbs, added before a subtraction so that no limb goes negative.
+    const TWO_P: [u64; 8] = [
+        2 * MASK,
+        2 * MASK,
+        2 * MASK,
+        2 * MASK,
+        2 * MASK - 2,
+        2 * MASK,
+        2 * MASK,
+        2 * MASK,
+    ];
 
-const P: U448 = U448::from_be_hex(
-    "fffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-);
+    #[derive(Clone, Copy, Default)]
+    pub(super) struct Fe([u64; 8]);
+
+    impl Fe {
+        pub(super) const ZERO: Fe = Fe([0; 8]);
+        pub(super) const ONE: Fe = Fe([1, 0, 0, 0, 0, 0, 0, 0]);
+        /// The curve's d = -39081, as p - 39081.
+        pub(super) const D: Fe = Fe([MASK - 39081, MASK, MASK, MASK, MASK - 1, MASK, MASK, MASK]);
+
+        /// Any value below 2^448 (not necessarily below p).
+        pub(super) fn new(v: &U448) -> Fe {
+            let b = v.to_le_bytes();
+            let mut l = [0u64; 8];
+            for (i, limb) in l.iter_mut().enumerate() {
+                let mut w = [0u8; 8];
+                w[..7].copy_from_slice(&b[7 * i..7 * i + 7]);
+                *limb = u64::from_le_bytes(w);
+            }
+            Fe(l)
+        }
+
+        /// Carry so that limbs 1..8 are below 2^56 and limbs 0 and 4 just above at most.
+        fn carry(c: [u128; 8]) -> Fe {
+            let mut c = c;
+            for _ in 0..2 {
+                let mut carry = 0u128;
+                for limb in c.iter_mut() {
+                    *limb += carry;
+                    carry = *limb >> 56;
+                    *limb &= MASK as u128;
+                }
+                // carry * 2^448 = carry * (2^224 + 1)
+                c[0] += carry;
+                c[4] += carry;
+            }
+            let mut out = [0u64; 8];
+            for (o, v) in out.iter_mut().zip(c.iter()) {
+                *o = *v as u64;
+            }
+            Fe(out)
+        }
+
+        /// One carry pass for limbs below 2^59: afterwards limbs 1..3 and 5..7 are below 2^56
+        /// and limbs 0 and 4 below 2^56 + 8.
+        fn carry64(l: [u64; 8]) -> Fe {
+            let mut l = l;
+            let mut carry = 0u64;
+            for limb in l.iter_mut() {
+                *limb += carry;
+                carry = *limb >> 56;
+                *limb &= MASK;
+            }
+            l[0] += carry;
+            l[4] += carry;
+            Fe(l)
+        }
+
+        pub(super) fn square(&self) -> Fe {
+            *self * *self
+        }
+
+        /// The canonical value, below p.
+        pub(super) fn retrieve(&self) -> U448 {
+            // Limbs strictly below 2^56, value below 2^448 < 2p.
+            let mut l = self.0;
+            for _ in 0..3 {
+                let mut carry = 0u64;
+                for limb in l.iter_mut() {
+                    *limb += carry;
+                    carry = *limb >> 56;
+                    *limb &= MASK;
+                }
+                l[0] += carry;
+                l[4] += carry;
+            }
+            // Subtract p if the value is at least p.
+            let p = [MASK, MASK, MASK, MASK, MASK - 1, MASK, MASK, MASK];
+            let mut d = [0u64; 8];
+            let mut borrow = 0u64;
+            for i in 0..8 {
+                let v = l[i].wrapping_sub(p[i]).wrapping_sub(borrow);
+                borrow = v >> 63;
+                d[i] = v & MASK;
+            }
+            let ge = Choice::from((borrow ^ 1) as u8);
+            let mut bytes = [0u8; 56];
+            for i in 0..8 {
+                let v = u64::conditional_select(&l[i], &d[i], ge);
+                bytes[7 * i..7 * i + 7].copy_from_slice(&v.to_le_bytes()[..7]);
+            }
+            let r = U448::from_le_bytes(bytes);
+            bytes.zeroize();
+            l.zeroize();
+            d.zeroize();
+            r
+        }
+
+        /// self^e for a public exponent e.
+        pub(super) fn pow(&self, e: &U448) -> Fe {
+            let eb = e.to_le_bytes();
+            let mut acc = Fe::ONE;
+            for i in (0..448).rev() {
+                acc = acc.square();
+                if (eb[i / 8] >> (i % 8)) & 1 == 1 {
+                    acc = acc * *self;
+                }
+            }
+            acc
+        }
+
+        /// 1/self (0 for 0), and whether self was non-zero.
+        pub(super) fn invert(&self) -> (Fe, Choice) {
+            let p_minus_2 = U448::from_be_hex(super::P_HEX).wrapping_sub(&U448::from_u64(2));
+            (self.pow(&p_minus_2), !self.ct_eq(&Fe::ZERO))
+        }
+
+        pub(super) fn zeroize(&mut self) {
+            self.0.zeroize();
+        }
+    }
+
+    impl ConstantTimeEq for Fe {
+        fn ct_eq(&self, o: &Fe) -> Choice {
+            self.retrieve().ct_eq(&o.retrieve())
+        }
+    }
+
+    impl PartialEq for Fe {
+        fn eq(&self, o: &Fe) -> bool {
+            self.ct_eq(o).into()
+        }
+    }
+
+    impl std::fmt::Debug for Fe {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Fe(..)")
+        }
+    }
+
+    impl ConditionallySelectable for Fe {
+        fn conditional_select(a: &Fe, b: &Fe, choice: Choice) -> Fe {
+            let mut out = [0u64; 8];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = u64::conditional_select(&a.0[i], &b.0[i], choice);
+            }
+            Fe(out)
+        }
+    }
+
+    impl Add for Fe {
+        type Output = Fe;
+        fn add(self, o: Fe) -> Fe {
+            let mut l = [0u64; 8];
+            for (i, v) in l.iter_mut().enumerate() {
+                *v = self.0[i] + o.0[i];
+            }
+            Fe::carry64(l)
+        }
+    }
+
+    impl AddAssign for Fe {
+        fn add_assign(&mut self, o: Fe) {
+            *self = *self + o;
+        }
+    }
+
+    impl Sub for Fe {
+        type Output = Fe;
+        fn sub(self, o: Fe) -> Fe {
+            let mut l = [0u64; 8];
+            for (i, v) in l.iter_mut().enumerate() {
+                *v = self.0[i] + TWO_P[i] - o.0[i];
+            }
+            Fe::carry64(l)
+        }
+    }
+
+    impl Neg for Fe {
+        type Output = Fe;
+        fn neg(self) -> Fe {
+            Fe::ZERO - self
+        }
+    }
+
+    impl Mul for Fe {
+        type Output = Fe;
+        fn mul(self, o: Fe) -> Fe {
+            let (a, b) = (&self.0, &o.0);
+            let mut w = [0u128; 15];
+            for i in 0..8 {
+                for j in 0..8 {
+                    w[i + j] += a[i] as u128 * b[j] as u128;
+                }
+            }
+            // 2^(56k) for k >= 8 is 2^(56(k-8)) * (2^224 + 1).
+            for k in (8..15).rev() {
+                let v = w[k];
+                w[k - 4] += v;
+                w[k - 8] += v;
+            }
+            let mut c = [0u128; 8];
+            c.copy_from_slice(&w[..8]);
+            // Pre-carry so that the sums fit the carry loop comfortably.
+            let mut carry = 0u128;
+            for limb in c.iter_mut() {
+                *limb += carry;
+                carry = *limb >> 56;
+                *limb &= MASK as u128;
+            }
+            c[0] += carry;
+            c[4] += carry;
+            Fe::carry(c)
+        }
+    }
+}
+
+use field::Fe;
+
+const P_HEX: &str = "fffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+
+const P: U448 = U448::from_be_hex(P_HEX);
 /// (p-1)/2: the largest "non-negative" value for Decaf's sign convention.
 const HALF_P: U448 = P.shr_vartime(1);
 /// (p+1)/4: a^((p+1)/4) is a square root of a square a, as p = 3 mod 4.
@@ -122,6 +356,7 @@ const EXP_ISQRT: U448 = P.wrapping_sub(&U448::from_u64(3)).shr_vartime(2);
 const EXP_LEGENDRE: U448 = HALF_P;
 
 /// The curve's d is -39081; the smallest non-square is 7.
+#[cfg(test)]
 const MINUS_D: u64 = 39081;
 pub(crate) const NONSQUARE: u64 = 7;
 
@@ -135,7 +370,7 @@ fn fe(v: u64) -> Fe {
 }
 
 fn fe_d() -> Fe {
-    -fe(MINUS_D)
+    Fe::D
 }
 
 /// A 56-byte big-endian value reduced mod p (betomp then mpmod).
@@ -183,7 +418,7 @@ struct Point {
 impl Zeroize for Point {
     fn zeroize(&mut self) {
         for c in [&mut self.x, &mut self.y, &mut self.z, &mut self.t] {
-            c.as_montgomery_mut().zeroize();
+            c.zeroize();
         }
     }
 }
@@ -245,17 +480,50 @@ impl Point {
         }
     }
 
-    /// edwards_scale: s*P for a 448-bit s, in a fixed number of steps.
-    fn scale(&self, s: &[u8; PAKSLEN]) -> Point {
-        let bit = |i: usize| Choice::from((s[PAKSLEN - 1 - i / 8] >> (i % 8)) & 1);
-        let mut p2 = *self;
-        let mut acc = Point::select(&Point::identity(), self, bit(0));
-        for i in 1..448 {
-            p2 = p2.add(&p2);
-            let sum = p2.add(&acc);
-            acc = Point::select(&acc, &sum, bit(i));
+    /// The same point as `self.add(self)`, with the cheaper doubling formulas (a = 1).
+    fn double(&self) -> Point {
+        let a = self.x.square();
+        let b = self.y.square();
+        let c = self.z.square() + self.z.square();
+        let e = (self.x + self.y).square() - a - b;
+        let g = a + b;
+        let f = g - c;
+        let h = a - b;
+        Point {
+            x: e * f,
+            y: g * h,
+            z: f * g,
+            t: e * h,
         }
-        p2.zeroize();
+    }
+
+    /// s*P for a 448-bit s (56 bytes big-endian), as edwards_scale computes it, in a fixed
+    /// sequence of operations: a 4-bit window with constant-time table lookups.
+    fn scale(&self, s: &[u8; PAKSLEN]) -> Point {
+        let mut table = [Point::identity(); 16];
+        table[1] = *self;
+        for i in 2..16 {
+            table[i] = if i % 2 == 0 {
+                table[i / 2].double()
+            } else {
+                table[i - 1].add(self)
+            };
+        }
+        let mut acc = Point::identity();
+        for byte in s.iter() {
+            for nibble in [byte >> 4, byte & 15] {
+                acc = acc.double().double().double().double();
+                let mut pick = Point::identity();
+                for (i, entry) in table.iter().enumerate() {
+                    pick = Point::select(&pick, entry, (i as u8).ct_eq(&nibble));
+                }
+                acc = acc.add(&pick);
+                pick.zeroize();
+            }
+        }
+        for entry in table.iter_mut() {
+            entry.zeroize();
+        }
         acc
     }
 
@@ -668,6 +936,76 @@ mod tests {
         let big = P.wrapping_add(&U448::from_u64(5));
         assert_eq!(Fe::new(&big), fe(5));
         assert_eq!(Fe::new(&U448::MAX), Fe::new(&U448::MAX.wrapping_sub(&P)));
+    }
+
+    mod oracle {
+        crypto_bigint::impl_modulus!(
+            P448,
+            crypto_bigint::U448,
+            "fffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+        );
+        pub type R =
+            crypto_bigint::modular::constant_mod::Residue<P448, { crypto_bigint::U448::LIMBS }>;
+    }
+
+    fn check_ops(a: U448, b: U448) {
+        use oracle::R;
+        let (fa, fb) = (Fe::new(&a), Fe::new(&b));
+        let (ra, rb) = (R::new(&a), R::new(&b));
+        assert_eq!(fa.retrieve(), ra.retrieve());
+        assert_eq!((fa + fb).retrieve(), (ra + rb).retrieve());
+        assert_eq!((fa - fb).retrieve(), (ra - rb).retrieve());
+        assert_eq!((fa * fb).retrieve(), (ra * rb).retrieve());
+        assert_eq!((-fa).retrieve(), (-ra).retrieve());
+        assert_eq!(fa.square().retrieve(), ra.square().retrieve());
+        // Chains keep the limbs in range.
+        let mut x = fa;
+        let mut y = ra;
+        for _ in 0..64 {
+            x = (x + x) * fb - fa;
+            y = (y + y) * rb - ra;
+        }
+        assert_eq!(x.retrieve(), y.retrieve());
+        if a != U448::ZERO && a != P {
+            assert_eq!(fa.invert().0.retrieve(), ra.invert().0.retrieve());
+        }
+    }
+
+    #[test]
+    fn field_matches_crypto_bigint_edges() {
+        let edges = [
+            U448::ZERO,
+            U448::ONE,
+            P.wrapping_sub(&U448::ONE),
+            P,
+            P.wrapping_add(&U448::ONE),
+            U448::MAX,
+            HALF_P,
+            U448::from_be_hex(
+                "00ffffffffffffff00ffffffffffffff00ffffffffffffff00ffffffffffffff00ffffffffffffff00ffffffffffffff00ffffffffffffff",
+            ),
+            U448::ONE.shl_vartime(224),
+        ];
+        for a in edges {
+            for b in edges {
+                check_ops(a, b);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn field_matches_crypto_bigint(a in proptest::prelude::any::<[u8; 56]>(), b in proptest::prelude::any::<[u8; 56]>()) {
+            check_ops(U448::from_be_slice(&a), U448::from_be_slice(&b));
+        }
+    }
+
+    #[test]
+    fn doubling_and_d() {
+        assert_eq!(Fe::D, -fe(MINUS_D));
+        let g = Point::base().scale(&x_of(987654321));
+        assert_eq!(decaf_encode(&g.double()), decaf_encode(&g.add(&g)));
+        assert!(g.double().on_curve());
     }
 
     #[test]

@@ -215,10 +215,18 @@ fn client_certificate_required() {
     assert!(o.status.success(), "listed client: {}", stderr(&o));
     let o = ninep(&ns, none.path(), &["-a", &addr, "ls", "/"], None);
     assert!(!o.status.success(), "no certificate was let in");
-    assert!(!stderr(&o).is_empty());
+    assert!(
+        stderr(&o).contains("the server requires a client certificate"),
+        "{}",
+        stderr(&o)
+    );
     let o = ninep(&ns, other.path(), &["-a", &addr, "ls", "/"], None);
     assert!(!o.status.success(), "an unlisted certificate was let in");
-    assert!(!stderr(&o).is_empty());
+    assert!(
+        stderr(&o).contains("the server refused our client certificate"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -443,8 +443,72 @@ fn remember(known: &Path, host: &str, port: u16, fp: &str) -> Result<(), TlsErro
         .map_err(|e| err(format!("{}: {}", known.display(), ename(&e))))
 }
 
-/// A TLS stream to a server.
-pub type ClientStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+/// A TLS stream to a server. Its errors say in plain words what TLS alert ended it:
+/// with TLS 1.3 a server refuses a client certificate only after the client's side of
+/// the handshake is done, so the refusal arrives on the first read.
+pub struct ClientStream {
+    inner: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+fn plain(e: io::Error) -> io::Error {
+    if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+        io::Error::new(e.kind(), describe(&e))
+    } else {
+        e
+    }
+}
+
+impl tokio::io::AsyncRead for ClientStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner)
+            .poll_read(cx, buf)
+            .map_err(plain)
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        b: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner)
+            .poll_write(cx, b)
+            .map_err(plain)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner)
+            .poll_write_vectored(cx, bufs)
+            .map_err(plain)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(plain)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner)
+            .poll_shutdown(cx)
+            .map_err(plain)
+    }
+}
 
 /// Run the client's side of the handshake over `tcp`, checking the server against the
 /// pins of the dial string or `$HOME/lib/tls/known`.
@@ -491,7 +555,7 @@ pub async fn connect(tcp: tokio::net::TcpStream, t: &Target) -> Result<ClientStr
             {
                 remember(k, &t.host, t.port, &fp).map_err(|e| err(format!("{name}: {e}")))?;
             }
-            Ok(s)
+            Ok(ClientStream { inner: s })
         }
         Err(e) => {
             let seen = verifier.seen.lock().ok().and_then(|s| s.clone());
@@ -519,14 +583,15 @@ fn describe(e: &io::Error) -> String {
     {
         return match r {
             rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
-                "the server requires a client certificate (see $HOME/lib/tls/cert.pem)".into()
+                "tls: the server requires a client certificate ($HOME/lib/tls/cert.pem; see 9p tlsid)"
+                    .into()
             }
             rustls::Error::AlertReceived(
                 rustls::AlertDescription::BadCertificate
                 | rustls::AlertDescription::UnknownCA
                 | rustls::AlertDescription::AccessDenied,
-            ) => "the server refused our client certificate".into(),
-            other => other.to_string(),
+            ) => "tls: the server refused our client certificate".into(),
+            other => format!("tls: {other}"),
         };
     }
     ename(e)

@@ -264,3 +264,52 @@ fn loose_key_file_is_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("mode 0644"), "{}", stderr(&out));
 }
+
+#[test]
+fn srv_and_exportfs_over_tls() {
+    let ns = Ns::new();
+    let (sh, ch) = (home(), home());
+    let tree = tempfile::tempdir().expect("tree");
+    std::fs::write(tree.path().join("hello"), b"hello over tls\n").expect("write");
+    let port = free_port();
+    let addr = format!("tls!127.0.0.1!{port}");
+    let mut c = ns.cmd(EXPORTFS);
+    c.env("HOME", sh.path())
+        .args(["-f", "-R", "-a", &addr])
+        .arg(tree.path());
+    let (f, s) = stderr_file();
+    c.stdin(Stdio::null()).stderr(s);
+    let mut child = c.spawn().expect("spawn exportfs");
+    wait_tcp(port, &mut child);
+    let _ex = Proc {
+        child,
+        addr: addr.clone(),
+        stderr: Some(f),
+    };
+    // The fingerprint the server printed, found by `9p tlsid` as the same user.
+    let o = ninep(&ns, sh.path(), &["tlsid"], None);
+    let fp = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(fp.len(), 64, "{}", stderr(&o));
+
+    // srv dials it and posts it; local clients go through srv.
+    let mut c = ns.cmd(SRV);
+    c.env("HOME", ch.path())
+        .arg("-f")
+        .arg(format!("{addr}!fp={fp}"))
+        .arg("tlsremote");
+    let _srv = spawn_server(c, ns.svc("tlsremote"));
+    let o = ns.ninep(&["read", "tlsremote/hello"], None);
+    assert!(o.status.success(), "read through srv: {}", stderr(&o));
+    assert_eq!(o.stdout, b"hello over tls\n");
+
+    // Without a pin srv refuses at once, before going into the background.
+    let mut c = ns.cmd(SRV);
+    c.env("HOME", ch.path()).arg(&addr).arg("nopin");
+    let o = run_with_input(&mut c, None);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("server certificate not known"),
+        "{}",
+        stderr(&o)
+    );
+}

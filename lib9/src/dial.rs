@@ -600,8 +600,9 @@ pub fn announce_host_tls(s: &str, tls: &crate::tls::ServerOpts) -> Result<Listen
                     "{s}: fp= and tofu are for dialing"
                 )));
             }
-            let l = bind_tcp(s, t.host, t.port)?;
-            Ok(Listener::Tls(l, crate::tls::ServerTls::new(tls)?))
+            // The certificate first: once the port accepts, it is there to be read.
+            let cfg = crate::tls::ServerTls::new(tls)?;
+            Ok(Listener::Tls(bind_tcp(s, t.host, t.port)?, cfg))
         }
         a => announce_addr(s, a),
     }

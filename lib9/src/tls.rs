@@ -43,8 +43,18 @@ fn err(s: impl Into<String>) -> TlsError {
     TlsError(s.into())
 }
 
+/// ring's suites, AES-128-GCM first: as safe, and faster for bulk 9P traffic.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    Arc::new(p)
 }
 
 /// The SHA-256 fingerprint of a certificate's DER bytes, in lowercase hex.

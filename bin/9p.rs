@@ -75,6 +75,8 @@ enum Cmd {
         #[arg(required = true)]
         paths: Vec<String>,
     },
+    /// Print the SHA-256 fingerprint of your TLS certificate ($HOME/lib/tls), made if missing
+    Tlsid,
     /// Remove files
     Rm {
         #[arg(required = true)]
@@ -391,6 +393,12 @@ fn main() {
         Cmd::Ls { dir, long, paths } => Ok(ls(&ctx, paths, *dir, *long)),
         Cmd::Create { dir, perm, paths } => Ok(create(&ctx, paths, *dir, perm.as_deref())),
         Cmd::Rm { paths } => Ok(rm(&ctx, paths)),
+        Cmd::Tlsid => lib9::tls::Identity::user_or_generate()
+            .map(|id| {
+                println!("{}", id.fingerprint());
+                true
+            })
+            .map_err(|e| e.to_string()),
     };
     match ok {
         Ok(true) => {}

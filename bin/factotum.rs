@@ -71,6 +71,7 @@ fn main() {
         names: vec![a.srvname.clone()],
         stdio: false,
         foreground: a.foreground,
+        tls: Default::default(),
     };
     let listeners = daemon::announce_all(&o).unwrap_or_else(|e| fatal("factotum", e));
     let path = lib9::ns::service_path(&a.srvname).unwrap_or_else(|e| fatal("factotum", e));

@@ -50,6 +50,7 @@ fn connect_sync(a: &Addr, msize: u32) -> Result<OwnedFd, String> {
             std::net::TcpStream::connect((host.as_str(), *port))
                 .map_err(|e| format!("dial {a}: {e}"))?,
         ),
+        Addr::Tls(_) => return Err(format!("dial {a}: tls needs a runtime")),
     };
     let m = Msg::new(
         NOTAG,
@@ -89,6 +90,27 @@ fn connect_sync(a: &Addr, msize: u32) -> Result<OwnedFd, String> {
     }
 }
 
+/// Dial a TLS address and speak version to it, on a runtime that is gone on return.
+fn check_tls(a: &Addr, msize: u32) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let conn = dial::dial_addr(a).await.map_err(|e| e.to_string())?;
+        Client::connect(
+            conn,
+            Options {
+                msize,
+                ..Options::default()
+            },
+        )
+        .await
+        .map(drop)
+        .map_err(|e| format!("{a}: {e}"))
+    })
+}
+
 trait ReadWrite: Read + Write {
     fn into_fd(self: Box<Self>) -> OwnedFd;
 }
@@ -106,7 +128,15 @@ impl ReadWrite for std::net::TcpStream {
 fn main() {
     let a: Args = daemon::args();
     let addr = dial::parse_host(&a.addr, "9fs").unwrap_or_else(|e| fatal("srv", e));
-    let fd = connect_sync(&addr, a.msize).unwrap_or_else(|e| fatal("srv", e));
+    let fd = match addr {
+        // TLS needs a runtime, which must be gone before the fork: check the server
+        // (certificate and 9P) on a connection of its own now, and dial again later.
+        Addr::Tls(_) => {
+            check_tls(&addr, a.msize).unwrap_or_else(|e| fatal("srv", e));
+            None
+        }
+        _ => Some(connect_sync(&addr, a.msize).unwrap_or_else(|e| fatal("srv", e))),
+    };
     let name = a.name.clone().unwrap_or_else(|| a.addr.clone());
     let listener = dial::announce(&name).unwrap_or_else(|e| fatal("srv", e));
     if !a.foreground {
@@ -115,20 +145,24 @@ fn main() {
     let rt = daemon::runtime().unwrap_or_else(|e| fatal("srv", e));
     let res: Result<(), String> = rt.block_on(async move {
         let tcp = matches!(addr, Addr::Tcp { .. });
-        let conn = if tcp {
-            let s = std::net::TcpStream::from(fd);
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Conn::from_tcp(
-                tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())?,
-                addr.to_string(),
-            )
+        let conn = if let Some(fd) = fd {
+            if tcp {
+                let s = std::net::TcpStream::from(fd);
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Conn::from_tcp(
+                    tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())?,
+                    addr.to_string(),
+                )
+            } else {
+                let s = std::os::unix::net::UnixStream::from(fd);
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Conn::from_unix(
+                    tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())?,
+                    addr.to_string(),
+                )
+            }
         } else {
-            let s = std::os::unix::net::UnixStream::from(fd);
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Conn::from_unix(
-                tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())?,
-                addr.to_string(),
-            )
+            dial::dial_addr(&addr).await.map_err(|e| e.to_string())?
         };
         let up = Client::connect(
             conn,

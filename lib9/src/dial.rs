@@ -7,6 +7,9 @@
 //! | `unix!/path` | a Unix-domain socket |
 //! | `name` (no `!`, no `/`) | the service `name` posted in `$NAMESPACE` |
 //! | `/path`, `./path` | a Unix-domain socket (a convenience) |
+//! | `tls!host!port` | TLS over TCP (see [`crate::tls`]); `tls!host` is port 564 |
+//! | `tls!host!port!fp=HEX` | the same, accepting only the server whose certificate has this SHA-256 fingerprint |
+//! | `tls!host!port!tofu` | the same, trusting an unknown server on first use and remembering it |
 //!
 //! For announcing, the host `*` means every local address.
 
@@ -31,6 +34,8 @@ pub enum DialError {
     Ns(#[from] ns::NsError),
     #[error("{addr}: {}", io_ename(err))]
     Io { addr: String, err: io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A host error in Plan 9's words.
@@ -46,6 +51,7 @@ fn io_ename(e: &io::Error) -> String {
 pub enum Addr {
     Unix(PathBuf),
     Tcp { host: String, port: u16 },
+    Tls(crate::tls::Target),
 }
 
 impl std::fmt::Display for Addr {
@@ -53,6 +59,7 @@ impl std::fmt::Display for Addr {
         match self {
             Addr::Unix(p) => write!(f, "unix!{}", p.display()),
             Addr::Tcp { host, port } => write!(f, "tcp!{host}!{port}"),
+            Addr::Tls(t) => write!(f, "tls!{}!{}", t.host, t.port),
         }
     }
 }
@@ -127,9 +134,44 @@ fn parse_net(s: &str, defsrv: &str) -> Result<Addr, DialError> {
                 .to_string();
             Ok(Addr::Tcp { host, port })
         }
+        "tls" => parse_tls(s),
         "" => Err(DialError::Syntax(s.into())),
         other => Err(DialError::Network(other.into())),
     }
+}
+
+/// `tls!host[!port][!fp=HEX]...[!tofu]`.
+fn parse_tls(s: &str) -> Result<Addr, DialError> {
+    let mut f = s.split('!').skip(1);
+    let host = f.next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(DialError::Syntax(s.into()));
+    }
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut t = crate::tls::Target {
+        host,
+        port: crate::tls::DEFAULT_PORT,
+        pins: Vec::new(),
+        tofu: false,
+    };
+    for (i, attr) in f.enumerate() {
+        if let Some(fp) = attr.strip_prefix("fp=") {
+            let fp = crate::tls::normalize_fingerprint(fp).ok_or_else(|| {
+                DialError::Syntax(format!("{s}: fp= wants 64 hex digits of sha256"))
+            })?;
+            t.pins.push(fp);
+        } else if attr == "tofu" {
+            t.tofu = true;
+        } else if i == 0 {
+            t.port = service_port(attr).ok_or_else(|| DialError::Service(attr.into()))?;
+        } else {
+            return Err(DialError::Syntax(s.into()));
+        }
+    }
+    Ok(Addr::Tls(t))
 }
 
 /// A boxed reading half of a connection.
@@ -343,6 +385,19 @@ impl Conn {
         }
     }
 
+    /// A connection over any byte stream (TLS, say); its halves share it.
+    pub fn from_stream<S>(s: S, peer: impl Into<String>) -> Conn
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(s);
+        Conn {
+            read: ReadHalf::Other(Box::new(r)),
+            write: WriteHalf::Other(Box::new(w)),
+            peer: peer.into(),
+        }
+    }
+
     /// A connection over two file descriptors (standard input and output, say): each
     /// may be a socket or a pipe. Must be called inside a tokio runtime.
     pub fn from_fds(rfd: OwnedFd, wfd: OwnedFd, peer: impl Into<String>) -> io::Result<Conn> {
@@ -376,6 +431,17 @@ pub async fn dial_addr(a: &Addr) -> Result<Conn, DialError> {
                 })?;
             Ok(Conn::from_tcp(s, name))
         }
+        Addr::Tls(t) => {
+            let s = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
+                .await
+                .map_err(|err| DialError::Io {
+                    addr: name.clone(),
+                    err,
+                })?;
+            let _ = s.set_nodelay(true);
+            let s = crate::tls::connect(s, t).await?;
+            Ok(Conn::from_stream(s, name))
+        }
     }
 }
 
@@ -389,9 +455,18 @@ pub async fn dial(s: &str) -> Result<Conn, DialError> {
 pub enum Listener {
     Unix(std::os::unix::net::UnixListener, Option<ns::Posted>),
     Tcp(std::net::TcpListener),
+    Tls(std::net::TcpListener, crate::tls::ServerTls),
 }
 
 impl Listener {
+    /// The SHA-256 fingerprint of the certificate a TLS listener presents.
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            Listener::Tls(_, t) => Some(&t.fingerprint),
+            _ => None,
+        }
+    }
+
     /// Where this listener is, as a dial string.
     pub fn addr(&self) -> String {
         match self {
@@ -406,6 +481,10 @@ impl Listener {
             Listener::Tcp(l) => match l.local_addr() {
                 Ok(a) => format!("tcp!{}!{}", a.ip(), a.port()),
                 Err(_) => "tcp!?".into(),
+            },
+            Listener::Tls(l, _) => match l.local_addr() {
+                Ok(a) => format!("tls!{}!{}", a.ip(), a.port()),
+                Err(_) => "tls!?".into(),
             },
         }
     }
@@ -424,6 +503,13 @@ impl Listener {
                 l.set_nonblocking(true)?;
                 Ok(AsyncListener::Tcp(tokio::net::TcpListener::from_std(l)?))
             }
+            Listener::Tls(l, t) => {
+                l.set_nonblocking(true)?;
+                Ok(AsyncListener::Tls(
+                    tokio::net::TcpListener::from_std(l)?,
+                    tokio_rustls::TlsAcceptor::from(t.config),
+                ))
+            }
         }
     }
 }
@@ -432,18 +518,53 @@ impl Listener {
 pub enum AsyncListener {
     Unix(tokio::net::UnixListener, Option<ns::Posted>),
     Tcp(tokio::net::TcpListener),
+    Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+}
+
+/// A connection accepted but perhaps not ready: a TLS one still has its handshake to
+/// do, which [`Accepted::finish`] does (in the connection's own task, so that a slow
+/// client holds up nobody else).
+pub enum Accepted {
+    Ready(Conn),
+    Tls(Box<tokio_rustls::Accept<tokio::net::TcpStream>>, String),
+}
+
+impl Accepted {
+    pub async fn finish(self) -> io::Result<Conn> {
+        match self {
+            Accepted::Ready(c) => Ok(c),
+            Accepted::Tls(hs, peer) => Ok(Conn::from_stream((*hs).await?, peer)),
+        }
+    }
 }
 
 impl AsyncListener {
+    /// Accept a connection, handshake and all.
     pub async fn accept(&self) -> io::Result<Conn> {
+        self.accept_pending().await?.finish().await
+    }
+
+    /// Accept a connection, leaving a TLS handshake to [`Accepted::finish`].
+    pub async fn accept_pending(&self) -> io::Result<Accepted> {
         match self {
             AsyncListener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                Ok(Conn::from_unix(s, "unix"))
+                Ok(Accepted::Ready(Conn::from_unix(s, "unix")))
             }
             AsyncListener::Tcp(l) => {
                 let (s, a) = l.accept().await?;
-                Ok(Conn::from_tcp(s, format!("tcp!{}!{}", a.ip(), a.port())))
+                Ok(Accepted::Ready(Conn::from_tcp(
+                    s,
+                    format!("tcp!{}!{}", a.ip(), a.port()),
+                )))
+            }
+            AsyncListener::Tls(l, acceptor) => {
+                let (s, a) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Accepted::Tls(
+                    Box::new(acceptor.accept(s)),
+                    format!("tls!{}!{}", a.ip(), a.port()),
+                ))
             }
         }
     }
@@ -464,9 +585,43 @@ pub fn announce(s: &str) -> Result<Listener, DialError> {
 }
 
 /// Announce a dial string in which a bare name is a host (`-a` of the servers), as
-/// plan9port's netmkaddr completes it: `name` is `tcp!name!9fs`.
+/// plan9port's netmkaddr completes it: `name` is `tcp!name!9fs`. A `tls!` address
+/// presents the user's own certificate (made if need be) and asks for no client's.
 pub fn announce_host(s: &str) -> Result<Listener, DialError> {
-    announce_addr(s, parse_host(s, "9fs")?)
+    announce_host_tls(s, &crate::tls::ServerOpts::default())
+}
+
+/// [`announce_host`], with the certificate, key and allowed clients for `tls!`.
+pub fn announce_host_tls(s: &str, tls: &crate::tls::ServerOpts) -> Result<Listener, DialError> {
+    match parse_host(s, "9fs")? {
+        Addr::Tls(t) => {
+            if !t.pins.is_empty() || t.tofu {
+                return Err(DialError::Syntax(format!(
+                    "{s}: fp= and tofu are for dialing"
+                )));
+            }
+            // The certificate first: once the port accepts, it is there to be read.
+            let cfg = crate::tls::ServerTls::new(tls)?;
+            Ok(Listener::Tls(bind_tcp(s, t.host, t.port)?, cfg))
+        }
+        a => announce_addr(s, a),
+    }
+}
+
+fn bind_tcp(s: &str, host: String, port: u16) -> Result<std::net::TcpListener, DialError> {
+    let host = if host == "*" { "::".to_string() } else { host };
+    std::net::TcpListener::bind((host.as_str(), port))
+        .or_else(|e| {
+            if host == "::" {
+                std::net::TcpListener::bind(("0.0.0.0", port))
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|err| DialError::Io {
+            addr: s.into(),
+            err,
+        })
 }
 
 fn announce_addr(s: &str, a: Addr) -> Result<Listener, DialError> {
@@ -479,22 +634,8 @@ fn announce_addr(s: &str, a: Addr) -> Result<Listener, DialError> {
             })?;
             Ok(Listener::Unix(l, Some(posted)))
         }
-        Addr::Tcp { host, port } => {
-            let host = if host == "*" { "::".to_string() } else { host };
-            let l = std::net::TcpListener::bind((host.as_str(), port))
-                .or_else(|e| {
-                    if host == "::" {
-                        std::net::TcpListener::bind(("0.0.0.0", port))
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(|err| DialError::Io {
-                    addr: s.into(),
-                    err,
-                })?;
-            Ok(Listener::Tcp(l))
-        }
+        Addr::Tcp { host, port } => Ok(Listener::Tcp(bind_tcp(s, host, port)?)),
+        Addr::Tls(_) => announce_host_tls(s, &crate::tls::ServerOpts::default()),
     }
 }
 
@@ -636,6 +777,28 @@ mod tests {
         assert!(matches!(parse("tcp!h!nosuch"), Err(DialError::Service(_))));
         assert!(matches!(parse("il!h!564"), Err(DialError::Network(_))));
         assert!(matches!(parse("unix!"), Err(DialError::Syntax(_))));
+        let fp = "ab".repeat(32);
+        assert_eq!(
+            parse(&format!("tls!h!5640!fp={}", fp.to_uppercase())).unwrap(),
+            Addr::Tls(crate::tls::Target {
+                host: "h".into(),
+                port: 5640,
+                pins: vec![fp.clone()],
+                tofu: false
+            })
+        );
+        assert_eq!(
+            parse("tls!h!tofu").unwrap(),
+            Addr::Tls(crate::tls::Target {
+                host: "h".into(),
+                port: 564,
+                pins: vec![],
+                tofu: true
+            })
+        );
+        assert!(matches!(parse("tls!h!1!fp=12"), Err(DialError::Syntax(_))));
+        assert!(matches!(parse("tls!h!1!what"), Err(DialError::Syntax(_))));
+        assert!(matches!(parse("tls!"), Err(DialError::Syntax(_))));
         assert_eq!(
             parse_host("somehost", "9fs").unwrap(),
             Addr::Tcp {

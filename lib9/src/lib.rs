@@ -17,6 +17,7 @@ pub mod fcall;
 pub mod fcall_l;
 pub mod ns;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use client::{Client, Fid};

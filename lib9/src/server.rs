@@ -278,10 +278,17 @@ impl<F: Filesystem> Server<F> {
     /// Accept connections forever, serving each in its own task.
     pub async fn serve(self: &Arc<Self>, listener: AsyncListener) -> std::io::Result<()> {
         loop {
-            match listener.accept().await {
-                Ok(conn) => {
+            match listener.accept_pending().await {
+                Ok(pending) => {
                     let me = Arc::clone(self);
-                    tokio::spawn(async move { me.serve_conn(conn).await });
+                    tokio::spawn(async move {
+                        // A failed TLS handshake ends only that connection.
+                        match pending.finish().await {
+                            Ok(conn) => me.serve_conn(conn).await,
+                            Err(e) if me.cfg.trace => eprintln!("accept: {e}"),
+                            Err(_) => {}
+                        }
+                    });
                 }
                 Err(e) if is_transient_accept_error(&e) => {
                     // Out of descriptors or a connection reset before accept: wait a

@@ -22,14 +22,25 @@ pub struct Opts {
     pub stdio: bool,
     /// Stay in the foreground (`-f`).
     pub foreground: bool,
+    /// Certificate, key and allowed clients for `tls!` addresses.
+    pub tls: lib9::tls::ServerOpts,
 }
 
 /// The flags every file server takes.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
-    /// Announce this dial string (tcp!*!564, unix!/path; a bare name is a host)
+    /// Announce this dial string (tcp!*!564, tls!*!5640, unix!/path; a bare name is a host)
     #[arg(short = 'a', value_name = "addr")]
     pub addr: Vec<String>,
+    /// For tls! addresses: the certificate chain (PEM); default $HOME/lib/tls/cert.pem, made if missing
+    #[arg(long = "cert", value_name = "file", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// For tls! addresses: the private key (PEM, mode 0600)
+    #[arg(long = "key", value_name = "file", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// For tls! addresses: require a client certificate whose SHA-256 fingerprint is listed in this file
+    #[arg(long = "clients", value_name = "file")]
+    pub clients: Option<std::path::PathBuf>,
     /// Post the service as NAME in $NAMESPACE
     #[arg(short = 's', value_name = "name")]
     pub name: Vec<String>,
@@ -53,11 +64,21 @@ pub fn run_server<F: Filesystem>(prog: &str, a: &ServeArgs, default_name: &str, 
         names: a.name.clone(),
         stdio: a.stdio,
         foreground: a.foreground || a.stdio,
+        tls: lib9::tls::ServerOpts {
+            cert: a.cert.clone(),
+            key: a.key.clone(),
+            clients: a.clients.clone(),
+        },
     };
     if o.addrs.is_empty() && o.names.is_empty() && !o.stdio {
         o.names.push(default_name.into());
     }
     let listeners = announce_all(&o).unwrap_or_else(|e| fatal(prog, e));
+    for l in &listeners {
+        if let Some(fp) = l.fingerprint() {
+            eprintln!("{prog}: {}: certificate sha256 fingerprint {fp}", l.addr());
+        }
+    }
     if !o.foreground {
         background().unwrap_or_else(|e| fatal(prog, e));
     }
@@ -76,7 +97,7 @@ pub fn run_server<F: Filesystem>(prog: &str, a: &ServeArgs, default_name: &str, 
 pub fn announce_all(o: &Opts) -> Result<Vec<Listener>, DialError> {
     let mut out = Vec::new();
     for a in &o.addrs {
-        out.push(dial::announce_host(a)?);
+        out.push(dial::announce_host_tls(a, &o.tls)?);
     }
     for n in &o.names {
         out.push(dial::announce(n)?);

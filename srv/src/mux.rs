@@ -39,10 +39,14 @@ impl Mux {
     pub async fn serve(self: &Arc<Self>, listener: AsyncListener) -> std::io::Result<()> {
         loop {
             tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(conn) => {
+                r = listener.accept_pending() => match r {
+                    Ok(pending) => {
                         let me = Arc::clone(self);
-                        tokio::spawn(async move { me.serve_conn(conn).await });
+                        tokio::spawn(async move {
+                            if let Ok(conn) = pending.finish().await {
+                                me.serve_conn(conn).await
+                            }
+                        });
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
                         lib9::server::pause(std::time::Duration::from_millis(20)).await;

@@ -275,6 +275,7 @@ fn connect(addr: &str) -> Result<Stream, String> {
                 Stream::Tcp(s, name.clone())
             })
             .map_err(|e| format!("{name}: {}", errstr(&e))),
+        lib9::dial::Addr::Tls(_) => Err(format!("{name}: tls is not supported here")),
     }
 }
 

@@ -83,6 +83,28 @@ fn parse_addr(s: &str) -> Result<Vec<SocketAddr>, String> {
         .map_err(|e| format!("{s}: {e}"))
 }
 
+/// Echo turned off on the terminal that is standard input, until dropped.
+struct NoEcho(nix::sys::termios::Termios);
+
+impl NoEcho {
+    fn new() -> Option<NoEcho> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let old = tcgetattr(&stdin).ok()?;
+        let mut quiet = old.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).ok()?;
+        Some(NoEcho(old))
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let dir = args.dir.clone().unwrap_or_else(default_dir);
@@ -90,7 +112,17 @@ fn main() {
     match args.cmd {
         Some(Cmd::Adduser { name }) => {
             let mut line = Zeroizing::new(String::new());
-            if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+            // On a terminal: a prompt, and the password not echoed.
+            let quiet = NoEcho::new();
+            if quiet.is_some() {
+                eprint!("password for {name}: ");
+            }
+            let r = std::io::stdin().lock().read_line(&mut line);
+            if quiet.is_some() {
+                eprintln!();
+            }
+            drop(quiet);
+            if let Err(e) = r {
                 fatal(format!("reading password: {e}"));
             }
             let pw = line.trim_end_matches(['\n', '\r']);

@@ -146,14 +146,19 @@ fn read(ctx: &Ctx, name: &str) -> Result<(), String> {
     // (length 0, append-only, exclusive) one read at a time, as their servers expect.
     let synthetic = st.length == 0 || st.qid.ty & (QTAPPEND | QTEXCL | QTDIR) != 0;
     let depth = if synthetic { 1 } else { f.depth() };
-    let mut stdout = std::io::stdout().lock();
+    // Straight to descriptor 1: std's stdout is line-buffered, and would search every
+    // megabyte read for its last newline.
+    let _ = std::io::stdout().flush();
+    // SAFETY: descriptor 1, borrowed for the writes and never closed here.
+    let mut out = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1)
+    });
     let r = f
-        .read_stream(0, depth, |b| stdout.write_all(&b))
+        .read_stream(0, depth, |b| out.write_all(&b))
         .map_err(|e| format!("read error: {e}"))?;
     if r.is_err() {
         std::process::exit(1);
     }
-    stdout.flush().ok();
     Ok(())
 }
 

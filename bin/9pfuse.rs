@@ -176,17 +176,12 @@ fn lazy_unmount(dir: &str, source: &str) {
     let Ok(path) = std::fs::canonicalize(dir).map(|p| p.to_string_lossy().into_owned()) else {
         return;
     };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // Fields: id parent major:minor root mountpoint options ... - fstype source ...
-    let top = info
-        .lines()
-        .rev()
-        .find(|l| l.split(' ').nth(4).map(unescape).as_deref() == Some(path.as_str()));
-    let ours = top.is_some_and(|l| {
-        let mut f = l.split(" - ").nth(1).unwrap_or("").split(' ');
-        let (ty, src) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
-        (ty == "fuse" || ty.starts_with("fuse.")) && unescape(src) == source
-    });
+    let all = srv::ns::mountinfo::read().unwrap_or_default();
+    let ours = srv::ns::mountinfo::stack(&all, &path)
+        .last()
+        .is_some_and(|m| {
+            (m.fstype == "fuse" || m.fstype.starts_with("fuse.")) && m.source == source
+        });
     if !ours {
         return;
     }
@@ -257,31 +252,6 @@ impl Conn {
             Conn::L(c, _) => c.hungup().await,
         }
     }
-}
-
-/// A field of /proc/self/mountinfo as it was given: the kernel writes space, tab,
-/// newline and backslash in paths and sources as `\ooo`.
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct {
-            Some(d) if b[i] == b'\\' => {
-                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                out.push(v as u8);
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn fatal(msg: &str) -> ! {

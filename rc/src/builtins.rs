@@ -326,7 +326,7 @@ fn rfork(sh: &mut Shell, argv: &[String]) -> Res {
 
 /// The value of `name` for a namespace file: rc's variable, else the environment's
 /// (`home` and `user` fall back on `HOME` and `USER`).
-fn ns_var(sh: &Shell, name: &str) -> Vec<String> {
+pub(crate) fn ns_var(sh: &Shell, name: &str) -> Vec<String> {
     let v = sh.get(name);
     if !v.is_empty() {
         return v.to_vec();

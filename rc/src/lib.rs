@@ -488,11 +488,9 @@ pub fn main(argv: Vec<String>) -> i32 {
 /// Where user namespaces are denied, rc says why, once, and carries on in the
 /// host's name space (plan9port's way: services are sockets in `$NAMESPACE`).
 fn login_namespace(sh: &mut Shell) {
-    let home = sh
-        .get("home")
+    let home = builtins::ns_var(sh, "home")
         .first()
         .cloned()
-        .or_else(|| std::env::var("HOME").ok())
         .unwrap_or_else(|| "/".into());
     if std::env::var_os("NONAMESPACE").is_some_and(|v| !v.is_empty())
         || std::path::Path::new(&format!("{home}/lib/nonamespace")).exists()

@@ -453,12 +453,12 @@ pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
     // Its root's attributes, fetched (see `put`).
     let _ = sys::fstat(dir.as_raw_fd());
     drop(tree);
-    let mut label = format!("mount {}{addr}", if f.cache { "-C " } else { "" });
-    if !aname.is_empty() {
-        label.push(' ');
-        label.push_str(aname);
-    }
-    add_member(&oldc, dir, f, label)
+    let svc = Service {
+        addr,
+        aname: aname.to_string(),
+        cache: f.cache,
+    };
+    add_member(&oldc, dir, f, format!("mount {}", svc.text()))
 }
 
 /// A service as a dial string: `/srv/x` and plain names are services posted in
@@ -611,10 +611,7 @@ pub fn unmount(new: Option<&str>, old: &str) -> Result<()> {
         let addr = service_addr(new);
         let pos = members.iter().position(|m| {
             let by_name = target.as_deref() == Some(m.label.as_str())
-                || m.label.strip_prefix("mount ").is_some_and(|l| {
-                    let l = l.strip_prefix("-C ").unwrap_or(l);
-                    l == addr || l.starts_with(&format!("{addr} "))
-                });
+                || Service::of_label(&m.label).is_some_and(|s| s.addr == addr);
             let by_file = target_st.is_some_and(|t| {
                 sys::fstat(m.dir.as_raw_fd())
                     .is_ok_and(|s| s.st_dev == t.st_dev && s.st_ino == t.st_ino)
@@ -637,25 +634,77 @@ pub fn unmount(new: Option<&str>, old: &str) -> Result<()> {
     let here = sys::stat_path(&oldc).map_err(|e| path_err(old, &e))?;
     let same = target_st.is_some_and(|t| t.st_dev == here.st_dev && t.st_ino == here.st_ino)
         || (top.fstype.starts_with("fuse")
-            && nine_p_source(&top.source).is_some_and(|(a, _)| a == service_addr(new)));
+            && Service::of_source(&top.source).is_some_and(|s| s.addr == service_addr(new)));
     if !same {
         return Err(Error::Msg("not in union".into()));
     }
     detach(&oldc)
 }
 
-/// The source a 9P mount is recorded with: the address, and the aname after a space.
-fn nine_p_source(s: &str) -> Option<(String, String)> {
-    let rest = s.strip_prefix("9p:")?;
-    let (cache, rest) = match rest.strip_prefix("C:") {
-        Some(r) => (true, r),
-        None => (false, rest),
-    };
-    let _ = cache;
-    Some(match rest.split_once(' ') {
-        Some((a, n)) => (a.to_string(), n.to_string()),
-        None => (rest.to_string(), String::new()),
-    })
+/// A 9P service as the engine records it: in a 9P mount's source (`9p:` and this
+/// text) and in a union member's label (`mount ` and this text). The text is
+/// `[-C ]addr[ aname]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Service {
+    pub(crate) addr: String,
+    pub(crate) aname: String,
+    pub(crate) cache: bool,
+}
+
+impl Service {
+    pub(crate) fn text(&self) -> String {
+        let mut t = format!("{}{}", if self.cache { "-C " } else { "" }, self.addr);
+        if !self.aname.is_empty() {
+            t.push(' ');
+            t.push_str(&self.aname);
+        }
+        t
+    }
+
+    fn parse(t: &str) -> Service {
+        let (cache, t) = match t.strip_prefix("-C ") {
+            Some(r) => (true, r),
+            None => (false, t),
+        };
+        let (addr, aname) = t.split_once(' ').unwrap_or((t, ""));
+        Service {
+            addr: addr.to_string(),
+            aname: aname.to_string(),
+            cache,
+        }
+    }
+
+    /// The service a 9P mount's source names.
+    fn of_source(s: &str) -> Option<Service> {
+        s.strip_prefix("9p:").map(Service::parse)
+    }
+
+    /// The service a union member's label names.
+    fn of_label(l: &str) -> Option<Service> {
+        l.strip_prefix("mount ").map(Service::parse)
+    }
+
+    /// The `mount` line that mounts it at `old` with the order and create flag of `f`.
+    fn line(&self, f: Flags, old: &str) -> String {
+        let w = Flags {
+            cache: self.cache,
+            ..f
+        }
+        .word(true);
+        let mut l = String::from("mount ");
+        if !w.is_empty() {
+            l.push_str(&w);
+            l.push(' ');
+        }
+        l.push_str(&quote(&self.addr));
+        l.push(' ');
+        l.push_str(old);
+        if !self.aname.is_empty() {
+            l.push(' ');
+            l.push_str(&quote(&self.aname));
+        }
+        l
+    }
 }
 
 /// Quote a word for a namespace file or rc, if it needs it.
@@ -708,18 +757,8 @@ pub fn lines() -> Result<Vec<String>> {
             continue;
         }
         if m.fstype.starts_with("fuse") {
-            if let Some((addr, aname)) = nine_p_source(&m.source) {
-                let c = if m.source.starts_with("9p:C:") {
-                    "-C "
-                } else {
-                    ""
-                };
-                let mut l = format!("mount {c}{} {old}", quote(&addr));
-                if !aname.is_empty() {
-                    l.push(' ');
-                    l.push_str(&quote(&aname));
-                }
-                out.push(l);
+            if let Some(svc) = Service::of_source(&m.source) {
+                out.push(svc.line(Flags::default(), &old));
                 continue;
             }
         }
@@ -734,28 +773,13 @@ fn member_line(mb: &(i32, bool, String), order: Order, old: &str) -> String {
         create: mb.1,
         ..Flags::default()
     };
-    let w = f.word(true);
-    let w = if w.is_empty() { w } else { format!("{w} ") };
-    match mb.2.strip_prefix("mount ") {
-        Some(rest) => {
-            let (cache, rest) = match rest.strip_prefix("-C ") {
-                Some(r) => ("C", r),
-                None => ("", rest),
-            };
-            let w = match (w.is_empty(), cache) {
-                (_, "") => w,
-                (true, c) => format!("-{c} "),
-                (false, c) => format!("{}{c} ", w.trim_end()),
-            };
-            let (addr, aname) = rest.split_once(' ').unwrap_or((rest, ""));
-            let mut l = format!("mount {w}{} {old}", quote(addr));
-            if !aname.is_empty() {
-                l.push(' ');
-                l.push_str(&quote(aname));
-            }
-            l
+    match Service::of_label(&mb.2) {
+        Some(svc) => svc.line(f, old),
+        None => {
+            let w = f.word(false);
+            let sp = if w.is_empty() { "" } else { " " };
+            format!("bind {w}{sp}{} {old}", quote(&mb.2))
         }
-        None => format!("bind {w}{} {old}", quote(&mb.2)),
     }
 }
 
@@ -867,6 +891,8 @@ fn spawn(server: Server) -> std::result::Result<OwnedFd, String> {
         }
     }
     drop(server);
+    // A server that never answers its attach is not waited for forever.
+    let _ = ours.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     receive(&ours)
 }
 
@@ -907,7 +933,10 @@ fn receive(s: &UnixStream) -> std::result::Result<OwnedFd, String> {
         Some(&mut cmsg),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
-    .map_err(|e| e.desc().to_lowercase())?;
+    .map_err(|e| match e {
+        nix::errno::Errno::EAGAIN => "the server did not answer in time".to_string(),
+        e => e.desc().to_lowercase(),
+    })?;
     let mut fd = None;
     if let Ok(cm) = msg.cmsgs() {
         for c in cm {
@@ -938,4 +967,48 @@ pub(crate) fn send(s: &UnixStream, text: &str, fd: Option<&OwnedFd>) {
     let cm = [ControlMessage::ScmRights(&fds)];
     let cms: &[ControlMessage] = if fds.is_empty() { &[] } else { &cm };
     let _ = sendmsg::<()>(s.as_raw_fd(), &iov, cms, MsgFlags::empty(), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_read_back_and_print_as_mount_lines() {
+        for (cache, aname) in [(false, ""), (true, ""), (false, "sub dir"), (true, "x")] {
+            let s = Service {
+                addr: "unix!/tmp/ns.u/ram".into(),
+                aname: aname.into(),
+                cache,
+            };
+            assert_eq!(
+                Service::of_source(&format!("9p:{}", s.text())),
+                Some(s.clone())
+            );
+            assert_eq!(
+                Service::of_label(&format!("mount {}", s.text())),
+                Some(s.clone())
+            );
+        }
+        let s = Service::parse("-C ram spec");
+        let f = Flags {
+            order: Order::Before,
+            create: true,
+            ..Flags::default()
+        };
+        assert_eq!(s.line(f, "/n/r"), "mount -bcC ram /n/r spec");
+        assert_eq!(
+            Service::parse("ram").line(Flags::default(), "/n/r"),
+            "mount ram /n/r"
+        );
+        assert_eq!(
+            member_line(&(5, true, "/a b".into()), Order::After, "/n"),
+            "bind -ac '/a b' /n"
+        );
+        assert_eq!(
+            member_line(&(5, false, "mount ram".into()), Order::After, "/n"),
+            "mount -a ram /n"
+        );
+        assert!(Service::of_source("union@1:3=/x").is_none());
+    }
 }

@@ -193,11 +193,15 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            let mut source = format!("9p:{}{addr}", if cache { "C:" } else { "" });
-            if !aname.is_empty() {
-                source.push(' ');
-                source.push_str(&aname);
-            }
+            let source = format!(
+                "9p:{}",
+                super::Service {
+                    addr: addr.clone(),
+                    aname: aname.clone(),
+                    cache,
+                }
+                .text()
+            );
             let tree = match mk(&source, "9p") {
                 Ok(t) => t,
                 Err(e) => return fail(format!("mount: {}", errstr(&e))),
@@ -261,6 +265,9 @@ impl Stream {
     }
 }
 
+/// How long a TCP connection may take to be made.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Dial `addr` (a dial string, or a name posted in `$NAMESPACE`) without a runtime.
 fn connect(addr: &str) -> Result<Stream, String> {
     let a = lib9::dial::parse(addr).map_err(|e| e.to_string())?;
@@ -269,12 +276,24 @@ fn connect(addr: &str) -> Result<Stream, String> {
         lib9::dial::Addr::Unix(p) => std::os::unix::net::UnixStream::connect(&p)
             .map(|s| Stream::Unix(s, name.clone()))
             .map_err(|e| format!("{name}: {}", errstr(&e))),
-        lib9::dial::Addr::Tcp { host, port } => std::net::TcpStream::connect((host.as_str(), port))
-            .map(|s| {
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s, name.clone())
-            })
-            .map_err(|e| format!("{name}: {}", errstr(&e))),
+        lib9::dial::Addr::Tcp { host, port } => {
+            use std::net::ToSocketAddrs;
+            let addrs = (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| format!("{name}: {}", errstr(&e)))?;
+            // A host that never answers is given up on, not waited for.
+            let mut last = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+            for a in addrs {
+                match std::net::TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(Stream::Tcp(s, name));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(format!("{name}: {}", errstr(&last)))
+        }
         lib9::dial::Addr::Tls(_) => Err(format!("{name}: tls is not supported here")),
     }
 }

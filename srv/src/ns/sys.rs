@@ -2,7 +2,7 @@
 //! (`open_tree`, `move_mount`, `fsopen`, `fsconfig`, `fsmount`, `mount_setattr`),
 //! `pivot_root`, user-namespace set-up and capabilities. Thin, checked wrappers.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -56,30 +56,22 @@ pub fn attach(tree: &OwnedFd, path: &str) -> io::Result<()> {
     })
 }
 
-/// Set mount attributes (`MOUNT_ATTR_*`) on a detached tree, recursively.
+/// Set mount attributes (`MOUNT_ATTR_*`) on a detached tree, with everything in it.
 pub fn set_attr(tree: &OwnedFd, set: u64) -> io::Result<()> {
-    let mut attr = libc::mount_attr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let empty = c"";
-    // SAFETY: the attr struct outlives the call; its size is passed.
-    unit_result(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-            &mut attr as *mut libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    })
+    mount_setattr(
+        tree.as_raw_fd(),
+        "",
+        libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+        set,
+    )
 }
 
 /// Set mount attributes on the mount at `path` (not those beneath it).
 pub fn set_attr_at(path: &str, set: u64) -> io::Result<()> {
+    mount_setattr(libc::AT_FDCWD, path, 0, set)
+}
+
+fn mount_setattr(dirfd: RawFd, path: &str, flags: libc::c_uint, set: u64) -> io::Result<()> {
     let p = cstr(path)?;
     let mut attr = libc::mount_attr {
         attr_set: set,
@@ -87,13 +79,13 @@ pub fn set_attr_at(path: &str, set: u64) -> io::Result<()> {
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: the attr struct outlives the call; its size is passed.
+    // SAFETY: the path and the attr struct outlive the call; its size is passed.
     unit_result(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
+            dirfd,
             p.as_ptr(),
-            0 as libc::c_uint,
+            flags,
             &mut attr as *mut libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
@@ -276,16 +268,13 @@ pub fn open_dir(path: &str) -> io::Result<OwnedFd> {
     fd_result(fd as libc::c_long)
 }
 
-pub fn stat(path: &CStr) -> io::Result<libc::stat> {
+pub fn stat_path(path: &str) -> io::Result<libc::stat> {
+    let p = cstr(path)?;
     // SAFETY: an out-parameter written by the kernel.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: path and out-parameter.
-    unit_result(unsafe { libc::stat(path.as_ptr(), &mut st) } as libc::c_long)?;
+    unit_result(unsafe { libc::stat(p.as_ptr(), &mut st) } as libc::c_long)?;
     Ok(st)
-}
-
-pub fn stat_path(path: &str) -> io::Result<libc::stat> {
-    stat(&cstr(path)?)
 }
 
 pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {

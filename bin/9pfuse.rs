@@ -77,6 +77,7 @@ fn main() {
     let mut config = fuser::Config::default();
     config.mount_options = options;
     config.acl = acl;
+    config.n_threads = Some(srv::fuse::THREADS);
     // The signals that unmount are caught from before the mount appears, so that
     // one sent as soon as it is there does not kill 9pfuse with the mount left behind.
     let (mut int, mut term, mut hup) = {

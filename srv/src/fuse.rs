@@ -368,7 +368,10 @@ impl Inner {
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
-            blksize: 8192,
+            // The preferred I/O size: programs (cat, cp) size their reads by it, and
+            // one read of a whole message's worth is one FUSE request and one 9P read
+            // instead of eight.
+            blksize: io_size(self.client.iounit()),
             flags: 0,
         }
     }
@@ -464,6 +467,10 @@ fn fill_dir(ino: INodeNo, entries: &[Stat], offset: u64, reply: &mut ReplyDirect
         }
     }
 }
+
+/// fuser threads reading requests: a write holds its thread until the server has
+/// the data (it is sent from fuser's buffer, uncopied), so others go on meanwhile.
+pub const THREADS: usize = 4;
 
 /// Run a request's work on the runtime and answer from there.
 macro_rules! spawn {
@@ -801,18 +808,26 @@ impl Filesystem for Bridge {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = Bytes::copy_from_slice(data);
         self.inner.drop_ahead(ino);
+        // The data goes out straight from fuser's buffer, uncopied: it is lent to
+        // the connection as `Bytes` whose last clone, dropped once the Twrites are
+        // written and answered, lets this thread go on.
+        let (data, back) = Lent::lend(data);
+        let n = data.len();
         spawn!(self, |inner| {
-            let Some((fid, _)) = inner.handle(fh) else {
-                return reply.error(Errno::EBADF);
+            let r = match inner.handle(fh) {
+                Some((fid, _)) => fid.write_all(offset, data, 4).await.map_err(|e| errno(&e)),
+                None => {
+                    drop(data);
+                    Err(Errno::EBADF)
+                }
             };
-            let n = data.len();
-            match fid.write_all(offset, data, 4).await {
+            match r {
                 Ok(()) => reply.written(n as u32),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(e),
             }
         });
+        back.wait();
     }
 
     /// A close: nothing to send (writes are not buffered here).
@@ -1039,5 +1054,57 @@ impl Bridge {
                 Err(e) => reply.error(errno(&e)),
             }
         });
+    }
+}
+
+/// The largest power of two no more than the connection's I/O unit, between
+/// 8 KiB and `READ_PIECE`: the block size the mount reports.
+fn io_size(iounit: u32) -> u32 {
+    let n = iounit.clamp(8192, READ_PIECE);
+    1 << (31 - n.leading_zeros())
+}
+
+/// Memory borrowed from the caller and handed to the connection as [`Bytes`]
+/// without a copy. Sound because [`Returned::wait`] does not return until every
+/// clone of the `Bytes` is gone: the memory is read only through them.
+pub(crate) struct Lent {
+    ptr: *const u8,
+    len: usize,
+    _back: std::sync::mpsc::Sender<()>,
+}
+
+// SAFETY: `Lent` only reads the memory, which outlives it (see `Returned`).
+unsafe impl Send for Lent {}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the lender waits in `Returned::wait` while any `Lent` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The lender's side: dropping or waiting on it blocks until the loan is over.
+pub(crate) struct Returned(std::sync::mpsc::Receiver<()>);
+
+impl Lent {
+    pub(crate) fn lend(data: &[u8]) -> (Bytes, Returned) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lent = Lent {
+            ptr: data.as_ptr(),
+            len: data.len(),
+            _back: tx,
+        };
+        (Bytes::from_owner(lent), Returned(rx))
+    }
+}
+
+impl Returned {
+    pub(crate) fn wait(self) {}
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        // Every sender gone (the last `Bytes` clone dropped) ends the wait.
+        while self.0.recv().is_ok() {}
     }
 }

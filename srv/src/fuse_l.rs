@@ -9,7 +9,6 @@
 //! open file is a fid of its own; requests are answered from tasks.
 
 use crate::fuse::utf8;
-use bytes::Bytes;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
@@ -727,17 +726,23 @@ impl Filesystem for BridgeL {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = Bytes::copy_from_slice(data);
+        // Lent to the connection uncopied, as in the 9P2000 bridge.
+        let (data, back) = crate::fuse::Lent::lend(data);
+        let n = data.len();
         spawn!(self, |inner| {
-            let Some(fid) = inner.handle(fh) else {
-                return reply.error(Errno::EBADF);
+            let r = match inner.handle(fh) {
+                Some(fid) => fid.write_all(offset, data).await.map_err(|e| errno(&e)),
+                None => {
+                    drop(data);
+                    Err(Errno::EBADF)
+                }
             };
-            let n = data.len();
-            match fid.write_all(offset, data).await {
+            match r {
                 Ok(()) => reply.written(n as u32),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(e),
             }
         });
+        back.wait();
     }
 
     fn flush(

@@ -210,12 +210,9 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             drop(tree);
             drop(report);
             let b = crate::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), cache);
-            let session = match fuser::Session::from_fd(
-                b,
-                devfuse,
-                fuser::SessionACL::Owner,
-                fuser::Config::default(),
-            ) {
+            let mut config = fuser::Config::default();
+            config.n_threads = Some(crate::fuse::THREADS);
+            let session = match fuser::Session::from_fd(b, devfuse, fuser::SessionACL::Owner, config) {
                 Ok(s) => s,
                 Err(_) => return 1,
             };

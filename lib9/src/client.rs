@@ -326,9 +326,10 @@ impl Client {
         }
     }
 
-    /// Attach to the tree `aname` as `uname`, with no authentication.
+    /// Attach to the tree `aname` as `uname`, authenticating through factotum first
+    /// if the server asks for it (see [`crate::auth::attach`]).
     pub async fn attach(&self, uname: &str, aname: &str) -> Result<Fid> {
-        self.attach_auth(None, uname, aname).await
+        crate::auth::attach(self, uname, aname).await
     }
 
     /// Attach through an authenticated afid.

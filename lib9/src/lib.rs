@@ -6,8 +6,10 @@
 //! - [`server`]: the 9P server framework;
 //! - [`dial`]: Plan 9 dial strings, connections and listeners;
 //! - [`ns`]: plan9port's `$NAMESPACE` directory and posting services in it;
+//! - [`auth`]: 9P authentication through factotum, for clients and servers;
 //! - [`errstr`]: Plan 9 error strings and their errno equivalents.
 
+pub mod auth;
 pub mod blocking;
 pub mod client;
 pub mod client_l;

@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Print every 9P message on standard error
     #[arg(short = 'D')]
     pub debug: bool,
+    /// Require 9P authentication (p9any through the factotum in $NAMESPACE)
+    #[arg(long = "auth")]
+    pub auth: bool,
+    /// With --auth: the authentication domain whose keys to use
+    #[arg(long = "authdom", value_name = "dom", requires = "auth")]
+    pub authdom: Option<String>,
 }
 
 /// Run a file server as its flags say, posting it as `default_name` if they name no
@@ -87,8 +93,13 @@ pub fn run_server<F: Filesystem>(prog: &str, a: &ServeArgs, default_name: &str, 
         trace: a.debug,
         ..lib9::server::Config::default()
     };
-    let server = Server::with_config(fs, cfg);
-    if let Err(e) = rt.block_on(serve(server, &o, listeners)) {
+    let r = if a.auth {
+        let fs = lib9::auth::Authed::new(fs, a.authdom.as_deref());
+        rt.block_on(serve(Server::with_config(fs, cfg), &o, listeners))
+    } else {
+        rt.block_on(serve(Server::with_config(fs, cfg), &o, listeners))
+    };
+    if let Err(e) = r {
         fatal(prog, e);
     }
 }

@@ -13,8 +13,15 @@
 //! `phase in state 'S' want 'V'`. When it needs a key the ring does not have, the
 //! reply is `needkey attrs`; the next request tries again, with whatever keys were
 //! added meanwhile, and fails with `no key found` if there is still none.
+//!
+//! When someone can answer (a reader of `needkey` or `confirm`, or factotum's own
+//! prompter: [`Env::needkey`], [`Env::confirm`]), [`Conv::run`] does not give those
+//! replies but an [`Outcome`] that asks the file server to put the question and wait;
+//! the next [`Conv::run`] carries on with the same request. A key with a `confirm`
+//! attribute is used only once the question was answered yes for this conversation.
 
 use crate::attr::{Attrs, Key, Ring, zero_bytes};
+use std::cell::RefCell;
 use std::fmt;
 
 /// Requests of this many bytes or more are refused ("rpc too large").
@@ -211,6 +218,12 @@ pub struct Ctx<'a> {
     pub owner: &'a str,
     /// factotum's `-a authaddr`, if given.
     pub authaddr: Option<&'a str>,
+    /// The answers this conversation was given for keys with `confirm`.
+    confirmed: &'a [(Key, bool)],
+    /// Whether someone can be asked to confirm a key.
+    can_confirm: bool,
+    /// A key that [`Ctx::key`] wants confirmed before it is used.
+    ask: RefCell<Option<Key>>,
 }
 
 /// The surroundings of a conversation step: see [`Ctx`].
@@ -220,29 +233,55 @@ pub struct Env<'a> {
     pub sysuser: &'a str,
     pub owner: &'a str,
     pub authaddr: Option<&'a str>,
+    /// Someone can be asked for a missing key (or told of a bad one) and answer.
+    pub needkey: bool,
+    /// Someone can be asked to confirm the use of a key with `confirm`.
+    pub confirm: bool,
 }
 
 impl<'a> Env<'a> {
-    /// A ring used by its owner, with no auth server.
+    /// A ring used by its owner, with no auth server and nobody to ask.
     pub fn ring(ring: &'a Ring) -> Env<'a> {
         Env {
             ring,
             sysuser: "",
             owner: "",
             authaddr: None,
+            needkey: false,
+            confirm: false,
         }
     }
 }
 
+/// Whether two keys are the same key (every attribute, secrets too).
+fn same_key(a: &Key, b: &Key) -> bool {
+    a.public == b.public && a.secret == b.secret
+}
+
 impl Ctx<'_> {
-    /// The first usable key the template matches. Keys that need confirmation are
-    /// passed over: confirmation (the `confirm` file) is still to come, and plan9port
-    /// refuses such keys when nobody holds `confirm` open.
+    /// The first usable key the template matches. A key with a `confirm` attribute
+    /// is usable once this conversation was told yes for it; if nobody was asked yet
+    /// and someone can be, it is noted for asking (the conversation then asks and
+    /// runs the request again) and passed over, as are keys refused and, as in
+    /// plan9port, every such key when nobody can be asked.
     pub fn key(&self, pat: &Attrs) -> Option<&Key> {
-        self.ring
-            .keys()
-            .iter()
-            .find(|k| k.matches(pat) && k.public.find("confirm").is_none())
+        for k in self.ring.keys().iter().filter(|k| k.matches(pat)) {
+            if k.public.find("confirm").is_none() {
+                return Some(k);
+            }
+            match self.confirmed.iter().find(|(c, _)| same_key(c, k)) {
+                Some((_, true)) => return Some(k),
+                Some((_, false)) => {}
+                None if self.can_confirm => {
+                    let mut ask = self.ask.borrow_mut();
+                    if ask.is_none() {
+                        *ask = Some(k.clone());
+                    }
+                }
+                None => {}
+            }
+        }
+        None
     }
 }
 
@@ -313,11 +352,33 @@ enum State {
     Failed(String),
 }
 
+/// What the file server is to do after a read of `rpc`.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Reply with this.
+    Reply(SecretBytes),
+    /// Ask for a key that matches this template (`needkey tag=N attrs`), wait, and
+    /// [`Conv::run`] again; with no answer, reply `needkey attrs` after
+    /// [`Conv::abandon`].
+    NeedKey(Attrs),
+    /// Tell of a key that looks wrong (`badkey tag=N text`: the key, why, and a
+    /// template for its replacement, a line each), wait, and [`Conv::run`] again; with
+    /// no answer, reply `badkey text` after [`Conv::abandon`].
+    BadKey(String),
+    /// Ask whether this key may be used (`confirm tag=N attrs`), give the answer to
+    /// [`Conv::confirmed`] (no answer is no), and [`Conv::run`] again.
+    Confirm(Key),
+}
+
 /// One open of the `rpc` file.
 pub struct Conv {
     state: State,
     attrs: Attrs,
     pending: Option<(Verb, SecretBytes)>,
+    /// A request that waits for an answer to an [`Outcome`] question.
+    retry: Option<(Verb, SecretBytes)>,
+    /// Answers about keys with `confirm`.
+    confirmed: Vec<(Key, bool)>,
 }
 
 impl Default for Conv {
@@ -366,6 +427,8 @@ impl Conv {
             state: State::NotStarted,
             attrs: Attrs::new(),
             pending: None,
+            retry: None,
+            confirmed: Vec::new(),
         }
     }
 
@@ -375,6 +438,7 @@ impl Conv {
             return Err(RpcError::TooLarge);
         }
         self.pending = None;
+        self.retry = None;
         let (verb, arg) = match data.iter().position(|&c| c == b' ') {
             Some(i) => (&data[..i], &data[i + 1..]),
             None => (data, &[][..]),
@@ -390,10 +454,50 @@ impl Conv {
         self.read_env(Env::ring(ring))
     }
 
-    /// [`Conv::read`] for a caller and with an auth server.
+    /// [`Conv::read`] for a caller and with an auth server. Questions `env` says
+    /// someone could answer are given the replies they get when nobody can.
     pub fn read_env(&mut self, env: Env<'_>) -> Result<SecretBytes, RpcError> {
-        let (verb, arg) = self.pending.take().ok_or(RpcError::NoRpcPending)?;
-        Ok(self.exec(env, verb, &arg.0))
+        Ok(match self.run(env)? {
+            Outcome::Reply(r) => r,
+            Outcome::NeedKey(t) => {
+                self.abandon();
+                reply("needkey", t.to_string().as_bytes())
+            }
+            Outcome::BadKey(m) => {
+                self.abandon();
+                reply("badkey", m.as_bytes())
+            }
+            Outcome::Confirm(k) => {
+                self.confirmed(k, false);
+                return self.read_env(env);
+            }
+        })
+    }
+
+    /// Carry out the pending request, or go on with one that waited for an answer.
+    /// Questions ([`Outcome::NeedKey`], [`Outcome::BadKey`], [`Outcome::Confirm`])
+    /// come only when `env` says someone can answer them.
+    pub fn run(&mut self, env: Env<'_>) -> Result<Outcome, RpcError> {
+        let (verb, arg) = match self.pending.take() {
+            Some(r) => r,
+            None => self.retry.take().ok_or(RpcError::NoRpcPending)?,
+        };
+        let out = self.exec(env, verb, &arg.0);
+        if !matches!(out, Outcome::Reply(_)) {
+            self.retry = Some((verb, arg));
+        }
+        Ok(out)
+    }
+
+    /// Give up a request that waited for an answer.
+    pub fn abandon(&mut self) {
+        self.retry = None;
+    }
+
+    /// Whether this conversation may use `key` (which has a `confirm` attribute).
+    pub fn confirmed(&mut self, key: Key, yes: bool) {
+        self.confirmed.retain(|(k, _)| !same_key(k, &key));
+        self.confirmed.push((key, yes));
     }
 
     /// The attributes in effect.
@@ -411,8 +515,8 @@ impl Conv {
         }
     }
 
-    fn exec(&mut self, ring: Env<'_>, verb: Verb, arg: &[u8]) -> SecretBytes {
-        match verb {
+    fn exec(&mut self, env: Env<'_>, verb: Verb, arg: &[u8]) -> Outcome {
+        let r = match verb {
             Verb::Start => self.start(arg),
             Verb::Attr => reply("ok", self.attrs.to_string().as_bytes()).with_space_if_empty(),
             Verb::AuthInfo => match &self.state {
@@ -428,24 +532,26 @@ impl Conv {
             },
             Verb::Read | Verb::ReadHex => {
                 if !arg.is_empty() {
-                    return text("error read takes no parameters");
+                    return Outcome::Reply(text("error read takes no parameters"));
                 }
-                self.step(ring, Want::Read, &[], verb == Verb::ReadHex)
+                return self.step(env, Want::Read, &[], verb == Verb::ReadHex);
             }
-            Verb::Write => self.step(ring, Want::Write, arg, false),
+            Verb::Write => return self.step(env, Want::Write, arg, false),
             Verb::WriteHex => match hex_decode(arg) {
                 Some(d) => {
                     let d = SecretBytes(d);
-                    self.step(ring, Want::Write, &d.0, false)
+                    return self.step(env, Want::Write, &d.0, false);
                 }
                 None => text("bad hex"),
             },
-        }
+        };
+        Outcome::Reply(r)
     }
 
     fn start(&mut self, arg: &[u8]) -> SecretBytes {
         self.state = State::NotStarted;
         self.attrs = Attrs::new();
+        self.confirmed.clear();
         let s = match std::str::from_utf8(arg) {
             Ok(s) => s,
             Err(_) => return self.fail("bad attr: not utf-8".into()),
@@ -485,12 +591,12 @@ impl Conv {
         r
     }
 
-    fn step(&mut self, env: Env<'_>, want: Want, data: &[u8], hex: bool) -> SecretBytes {
+    fn step(&mut self, env: Env<'_>, want: Want, data: &[u8], hex: bool) -> Outcome {
         let (desc, role, proto, asked) = match &mut self.state {
-            State::NotStarted => return text("error protocol not started"),
-            State::Failed(m) => return text(format!("error {m}")),
+            State::NotStarted => return Outcome::Reply(text("error protocol not started")),
+            State::Failed(m) => return Outcome::Reply(text(format!("error {m}"))),
             State::Done(ai) => {
-                return text(if ai.is_some() { "done haveai" } else { "done" });
+                return Outcome::Reply(text(if ai.is_some() { "done haveai" } else { "done" }));
             }
             State::Active {
                 desc,
@@ -500,11 +606,11 @@ impl Conv {
             } => (*desc, role.clone(), proto, asked),
         };
         if proto.wants() != want {
-            return text(format!(
+            return Outcome::Reply(text(format!(
                 "phase in state '{}' want '{}'",
                 proto.state(),
                 proto.wants().word()
-            ));
+            )));
         }
         let mut ctx = Ctx {
             ring: env.ring,
@@ -512,33 +618,47 @@ impl Conv {
             sysuser: env.sysuser,
             owner: env.owner,
             authaddr: env.authaddr,
+            confirmed: &self.confirmed,
+            can_confirm: env.confirm,
+            ask: RefCell::new(None),
         };
         let r = match want {
             Want::Read => proto.read(&mut ctx),
             Want::Write => proto.write(&mut ctx, data),
         };
+        let confirm = ctx.ask.into_inner();
         // As plan9port, errors name the state the protocol failed in.
         let state = proto.state();
         let prefix = proto
             .error_prefix()
             .map(|p| format!("{p}: "))
             .unwrap_or_default();
+        // A key was passed over for want of confirmation: ask, then look again.
+        if let (Step::NeedKey(_), Some(k)) = (&r, confirm) {
+            return Outcome::Confirm(k);
+        }
         let out = match r {
             Step::NeedKey(t) => {
                 if *asked {
-                    return self.fail(format!(
+                    return Outcome::Reply(self.fail(format!(
                         "{} {} {}: {prefix}no key found",
                         desc.name, role, state
-                    ));
+                    )));
                 }
                 *asked = true;
-                return reply("needkey", t.to_string().as_bytes());
+                if env.needkey {
+                    return Outcome::NeedKey(t);
+                }
+                return Outcome::Reply(reply("needkey", t.to_string().as_bytes()));
             }
             Step::Error(m) => {
-                return self.fail(format!("{} {} {}: {prefix}{}", desc.name, role, state, m));
+                return Outcome::Reply(
+                    self.fail(format!("{} {} {}: {prefix}{}", desc.name, role, state, m)),
+                );
             }
-            Step::Reject(m) => return text(format!("error {m}")),
-            Step::BadKey(m) => return reply("badkey", m.as_bytes()),
+            Step::Reject(m) => return Outcome::Reply(text(format!("error {m}"))),
+            Step::BadKey(m) if env.needkey => return Outcome::BadKey(m),
+            Step::BadKey(m) => return Outcome::Reply(reply("badkey", m.as_bytes())),
             Step::TooSmall(n) => text(format!("toosmall {n}")),
             Step::Ok(d) if hex => reply("ok", &hex_encode(&d.0)),
             Step::Ok(d) => reply("ok", &d.0),
@@ -548,7 +668,7 @@ impl Conv {
             let ai = proto.authinfo();
             self.state = State::Done(ai);
         }
-        out
+        Outcome::Reply(out)
     }
 }
 

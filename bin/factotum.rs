@@ -282,8 +282,26 @@ fn main() {
         foreground: a.foreground,
         tls: Default::default(),
     };
-    let listeners = daemon::announce_all(&o).unwrap_or_else(|e| die(e));
     let path = lib9::ns::service_path(&a.srvname).unwrap_or_else(|e| die(e));
+    // A live factotum under this name is found before the password is asked.
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        die(lib9::ns::NsError::Posted(a.srvname.clone()));
+    }
+    let user = lib9::ns::user();
+    let fs = Factotum::new(&user).with_authaddr(a.authaddr.clone());
+    if a.debug {
+        let _ = fs.ctl("debug");
+    }
+    // The terminal, opened before leaving it for the background: for the key file's
+    // password and, when started from it, for prompting. The keys are loaded before
+    // the service is posted, so no client finds a factotum that then fails to start.
+    let mut tty = if a.no_keyfile { None } else { Tty::open().ok() };
+    if !a.no_keyfile {
+        if let Err(e) = load_keys(&fs, &a, tty.as_mut()) {
+            die(e);
+        }
+    }
+    let listeners = daemon::announce_all(&o).unwrap_or_else(|e| die(e));
     {
         use std::os::unix::fs::PermissionsExt;
         if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
@@ -292,21 +310,6 @@ fn main() {
         match std::fs::symlink_metadata(&path) {
             Ok(md) if md.permissions().mode() & 0o777 == 0o600 => {}
             _ => die(format!("{} is not mode 0600", path.display())),
-        }
-    }
-    let user = lib9::ns::user();
-    let fs = Factotum::new(&user).with_authaddr(a.authaddr.clone());
-    if a.debug {
-        let _ = fs.ctl("debug");
-    }
-    // The terminal, opened before leaving it for the background: for the key file's
-    // password and, when started from it, for prompting.
-    let mut tty = if a.no_keyfile { None } else { Tty::open().ok() };
-    if !a.no_keyfile {
-        if let Err(e) = load_keys(&fs, &a, tty.as_mut()) {
-            // Take the posted socket back.
-            drop(listeners);
-            die(e);
         }
     }
     let prompt_on_tty = tty.is_some() && isatty(0) && a.prompter.is_none();

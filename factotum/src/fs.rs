@@ -87,7 +87,7 @@ pub struct Fid {
 
 enum Open {
     /// A conversation, and its tag in `needkey` and `confirm` questions.
-    Rpc(Mutex<Conv>, u64),
+    Rpc(Box<Mutex<Conv>>, u64),
     Plain,
 }
 
@@ -185,6 +185,24 @@ struct Log {
     lines: VecDeque<String>,
     /// Bytes dropped off the front, so offsets stay meaningful.
     base: u64,
+}
+
+/// A needkey template with the attributes its protocol's keys need (its
+/// `keyprompt`) asked for where it lacks them, as plan9port's questions have them.
+fn with_keyprompt(t: &Attrs) -> Attrs {
+    let mut a = t.clone();
+    if let Some(kp) = t
+        .find("proto")
+        .and_then(proto_lookup)
+        .and_then(|d| Attrs::parse(d.keyprompt).ok())
+    {
+        for q in kp.0 {
+            if !a.0.iter().any(|x| x.name == q.name) {
+                a.0.push(q);
+            }
+        }
+    }
+    a
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -384,7 +402,7 @@ impl Factotum {
             match out {
                 Outcome::Reply(r) => return Ok(r),
                 Outcome::NeedKey(t) => {
-                    let text = t.public();
+                    let text = with_keyprompt(&t).public();
                     self.flog(format!("needkey {text}"));
                     let line = format!("needkey tag={tag} {text}");
                     if self.ask(Ask::NeedKey, tag, line, text).await.is_none() {
@@ -623,7 +641,7 @@ impl Filesystem for Factotum {
         }
         let open = if fid.node == Node::Rpc {
             Open::Rpc(
-                Mutex::new(Conv::new()),
+                Box::new(Mutex::new(Conv::new())),
                 self.tags.fetch_add(1, Ordering::Relaxed),
             )
         } else {
@@ -732,6 +750,198 @@ impl Filesystem for Factotum {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lib9::fcall::{ORDWR, OREAD};
+
+    fn caller() -> Caller {
+        Caller {
+            uname: "glenda".into(),
+        }
+    }
+
+    async fn open(f: &Factotum, name: &str, mode: u8) -> Arc<Fid> {
+        let c = caller();
+        let (root, _) = f.attach(&c, "", None).await.unwrap();
+        let w = f.walk(&c, &root, &[name.to_string()]).await.unwrap();
+        let fid = w.fid.unwrap();
+        Arc::new(f.open(&c, &fid, mode).await.unwrap().fid)
+    }
+
+    async fn write(f: &Factotum, fid: &Fid, s: &str) -> Result<u32, String> {
+        f.write(&caller(), fid, 0, Bytes::copy_from_slice(s.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn read(f: &Factotum, fid: &Fid) -> String {
+        match f.read(&caller(), fid, 0, 8192).await.unwrap() {
+            Data::Bytes(b) => String::from_utf8(b.to_vec()).unwrap(),
+            Data::File { .. } => panic!("a file"),
+        }
+    }
+
+    /// Start `rpc` and write `read`: the read, in a task of its own.
+    async fn waiting_read(
+        f: &Arc<Factotum>,
+        start: &str,
+    ) -> (Arc<Fid>, tokio::task::JoinHandle<String>) {
+        let rpc = open(f, "rpc", ORDWR).await;
+        write(f, &rpc, start).await.unwrap();
+        assert_eq!(read(f, &rpc).await, "ok");
+        write(f, &rpc, "read").await.unwrap();
+        let (f2, rpc2) = (Arc::clone(f), Arc::clone(&rpc));
+        let h = tokio::spawn(async move { read(&f2, &rpc2).await });
+        (rpc, h)
+    }
+
+    fn tag_of(q: &str) -> String {
+        q.split_whitespace()
+            .find(|w| w.starts_with("tag="))
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn needkey_round_trip() {
+        let f = Arc::new(Factotum::new("glenda"));
+        let nk = open(&f, "needkey", ORDWR).await;
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=bob").await;
+        let q = read(&f, &nk).await;
+        assert!(
+            q.starts_with("needkey tag=")
+                && q.ends_with(" proto=pass role=client user=bob !password?\n"),
+            "{q:?}"
+        );
+        assert!(!h.is_finished());
+        f.ctl("key proto=pass user=bob !password=pw").unwrap();
+        write(&f, &nk, &tag_of(&q)).await.unwrap();
+        assert_eq!(h.await.unwrap(), "ok bob pw");
+        // Answered once.
+        assert_eq!(
+            write(&f, &nk, &tag_of(&q)).await.unwrap_err(),
+            "tag not found"
+        );
+        assert_eq!(write(&f, &nk, "x=1").await.unwrap_err(), "no tag");
+        assert_eq!(write(&f, &nk, "").await.unwrap_err(), "empty write");
+        assert_eq!(write(&f, &nk, "tag=zz").await.unwrap_err(), "tag not found");
+
+        // Answered with no key added: the conversation fails.
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=carol").await;
+        let q = read(&f, &nk).await;
+        write(&f, &nk, &tag_of(&q)).await.unwrap();
+        assert_eq!(h.await.unwrap(), "error pass client nascent: no key found");
+    }
+
+    #[tokio::test]
+    async fn unanswered_questions() {
+        let f = Arc::new(Factotum::new("glenda").with_wait(Duration::from_millis(200)));
+        let nk = open(&f, "needkey", ORDWR).await;
+        // Nobody answers in time: the needkey reply, and the question is taken back.
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=bob").await;
+        assert_eq!(h.await.unwrap(), "needkey proto=pass role=client user=bob");
+        assert!(lock(&f.asks[1].q).unread.is_empty());
+        assert!(lock(&f.asks[1].q).waiting.is_empty());
+
+        // The reader goes away: the conversation does not wait for the time out.
+        let f = Arc::new(Factotum::new("glenda"));
+        let nk2 = open(&f, "needkey", ORDWR).await;
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=bob").await;
+        let q = read(&f, &nk2).await;
+        assert!(q.starts_with("needkey tag="), "{q}");
+        f.clunk(&caller(), &nk2).await;
+        let r = tokio::time::timeout(Duration::from_secs(10), h).await;
+        assert_eq!(
+            r.unwrap().unwrap(),
+            "needkey proto=pass role=client user=bob"
+        );
+
+        // A flushed rpc read takes its question back.
+        let nk3 = open(&f, "needkey", ORDWR).await;
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=bob").await;
+        while lock(&f.asks[1].q).waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        h.abort();
+        let _ = h.await;
+        assert!(lock(&f.asks[1].q).unread.is_empty());
+        assert!(lock(&f.asks[1].q).waiting.is_empty());
+        drop(nk3);
+        drop(nk);
+    }
+
+    #[tokio::test]
+    async fn confirm_yes_and_no() {
+        let f = Arc::new(Factotum::new("glenda"));
+        f.ctl("key proto=pass user=u confirm !password=p").unwrap();
+        let cf = open(&f, "confirm", ORDWR).await;
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client").await;
+        let q = read(&f, &cf).await;
+        assert!(q.starts_with("confirm tag="), "{q}");
+        assert!(
+            q.ends_with(" proto=pass user=u confirm='' !password?\n"),
+            "{q}"
+        );
+        let t = tag_of(&q);
+        assert_eq!(write(&f, &cf, &t).await.unwrap_err(), "no answer");
+        assert_eq!(
+            write(&f, &cf, &format!("{t} answer=maybe"))
+                .await
+                .unwrap_err(),
+            "bad answer"
+        );
+        assert_eq!(write(&f, &cf, "answer=yes").await.unwrap_err(), "no tag");
+        write(&f, &cf, &format!("{t} answer=yes")).await.unwrap();
+        assert_eq!(h.await.unwrap(), "ok u p");
+
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client").await;
+        let q = read(&f, &cf).await;
+        write(&f, &cf, &format!("{} answer=no", tag_of(&q)))
+            .await
+            .unwrap();
+        assert_eq!(h.await.unwrap(), "needkey proto=pass role=client");
+        let log: String = lock(&f.log).lines.iter().cloned().collect();
+        assert!(log.contains("confirm=1 proto=pass"), "{log}");
+        assert!(log.contains("confirm=0 proto=pass"), "{log}");
+        assert!(!log.contains("=p "), "{log}");
+    }
+
+    struct Fake(Arc<Mutex<Vec<String>>>);
+
+    impl Prompter for Fake {
+        fn key(&mut self, text: &str) -> Option<Zeroizing<String>> {
+            lock(&self.0).push(format!("key {text}"));
+            Some(Zeroizing::new("proto=pass user=bob !password=pw".into()))
+        }
+        fn confirm(&mut self, key: &str) -> bool {
+            lock(&self.0).push(format!("confirm {key}"));
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn own_prompter() {
+        let f = Arc::new(Factotum::new("glenda"));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        f.prompt_with(Box::new(Fake(Arc::clone(&asked))));
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=bob").await;
+        assert_eq!(h.await.unwrap(), "ok bob pw");
+        f.ctl("key proto=pass user=c confirm !password=x").unwrap();
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=c").await;
+        assert_eq!(h.await.unwrap(), "ok c x");
+        assert_eq!(
+            *lock(&asked),
+            [
+                "key proto=pass role=client user=bob !password?",
+                "confirm proto=pass user=c confirm='' !password?"
+            ]
+        );
+        // A reader of needkey comes first.
+        let nk = open(&f, "needkey", OREAD).await;
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=dan").await;
+        let q = read(&f, &nk).await;
+        assert!(q.contains("user=dan"), "{q}");
+        assert_eq!(lock(&asked).len(), 2);
+        h.abort();
+    }
 
     #[test]
     fn ctl_lines() {

@@ -260,10 +260,10 @@ fn same_key(a: &Key, b: &Key) -> bool {
 
 impl Ctx<'_> {
     /// The first usable key the template matches. A key with a `confirm` attribute
-    /// is usable once this conversation was told yes for it; if nobody was asked yet
-    /// and someone can be, it is noted for asking (the conversation then asks and
-    /// runs the request again) and passed over, as are keys refused and, as in
-    /// plan9port, every such key when nobody can be asked.
+    /// is usable once this conversation was told yes for it. If nobody was asked
+    /// yet and someone can be, there is no key for now: the key is noted for asking,
+    /// and the conversation asks and runs the request again. Keys refused are passed
+    /// over, as (like plan9port) are all keys with `confirm` when nobody can be asked.
     pub fn key(&self, pat: &Attrs) -> Option<&Key> {
         for k in self.ring.keys().iter().filter(|k| k.matches(pat)) {
             if k.public.find("confirm").is_none() {
@@ -277,6 +277,7 @@ impl Ctx<'_> {
                     if ask.is_none() {
                         *ask = Some(k.clone());
                     }
+                    return None;
                 }
                 None => {}
             }
@@ -778,6 +779,126 @@ mod tests {
             rpc(&mut c, &empty, "authinfo"),
             "error conversation not successful"
         );
+    }
+
+    fn asking(r: &Ring) -> Env<'_> {
+        Env {
+            needkey: true,
+            confirm: true,
+            ..Env::ring(r)
+        }
+    }
+
+    fn run(c: &mut Conv, env: Env<'_>) -> Outcome {
+        c.run(env).unwrap()
+    }
+
+    fn reply_text(o: Outcome) -> String {
+        match o {
+            Outcome::Reply(r) => String::from_utf8(r.0.clone()).unwrap(),
+            o => panic!("not a reply: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn needkey_question_then_retry() {
+        let empty = Ring::new();
+        let r = ring(&["proto=pass user=bob !password=pw"]);
+        let mut c = Conv::new();
+        assert_eq!(
+            rpc(&mut c, &empty, "start proto=pass role=client user=bob"),
+            "ok"
+        );
+        c.write(b"read").unwrap();
+        match run(&mut c, asking(&empty)) {
+            Outcome::NeedKey(t) => assert_eq!(t.to_string(), "proto=pass role=client user=bob"),
+            o => panic!("{o:?}"),
+        }
+        // The same request goes on, with the key added meanwhile.
+        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok bob pw");
+        assert_eq!(c.run(asking(&r)).unwrap_err(), RpcError::NoRpcPending);
+
+        // Still no key after the answer: the conversation fails.
+        let mut c = Conv::new();
+        rpc(&mut c, &empty, "start proto=pass role=client");
+        c.write(b"read").unwrap();
+        assert!(matches!(run(&mut c, asking(&empty)), Outcome::NeedKey(_)));
+        assert_eq!(
+            reply_text(run(&mut c, asking(&empty))),
+            "error pass client nascent: no key found"
+        );
+
+        // Abandoned (nobody answered): no request is left.
+        let mut c = Conv::new();
+        rpc(&mut c, &empty, "start proto=pass role=client");
+        c.write(b"read").unwrap();
+        assert!(matches!(run(&mut c, asking(&empty)), Outcome::NeedKey(_)));
+        c.abandon();
+        assert_eq!(c.run(asking(&empty)).unwrap_err(), RpcError::NoRpcPending);
+        // A new write cancels a request waiting for an answer.
+        c.write(b"read").unwrap();
+        assert_eq!(
+            reply_text(run(&mut c, asking(&r))),
+            "ok bob pw",
+            "the ring has a key now"
+        );
+    }
+
+    #[test]
+    fn confirm_question() {
+        let r = ring(&[
+            "proto=pass user=u confirm !password=p",
+            "proto=pass user=v !password=q",
+        ]);
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        c.write(b"read").unwrap();
+        let k = match run(&mut c, asking(&r)) {
+            Outcome::Confirm(k) => k,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(k.listing(), "confirm='' proto=pass user=u !password?");
+        c.confirmed(k, true);
+        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok u p");
+
+        // No: the key is passed over, and a key is asked for.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        c.write(b"read").unwrap();
+        let Outcome::Confirm(k) = run(&mut c, asking(&r)) else {
+            panic!("no confirm question");
+        };
+        c.confirmed(k, false);
+        assert!(matches!(run(&mut c, asking(&r)), Outcome::NeedKey(_)));
+
+        // A refused key is passed over for the next that matches.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client");
+        c.write(b"read").unwrap();
+        let Outcome::Confirm(k) = run(&mut c, asking(&r)) else {
+            panic!("no confirm question");
+        };
+        c.confirmed(k, false);
+        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok v q");
+
+        // The answer holds for the conversation, and a new start forgets it.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        c.write(b"read").unwrap();
+        let Outcome::Confirm(k) = run(&mut c, asking(&r)) else {
+            panic!("no confirm question");
+        };
+        c.confirmed(k, true);
+        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok u p");
+        c.write(b"start proto=pass role=client user=u").unwrap();
+        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok");
+        c.write(b"read").unwrap();
+        assert!(matches!(run(&mut c, asking(&r)), Outcome::Confirm(_)));
+
+        // Nobody to ask: the key is not used, and read_env gives the needkey reply.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        assert!(rpc(&mut c, &r, "read").starts_with("needkey "));
     }
 
     #[test]

@@ -263,14 +263,21 @@ impl Factotum {
                     continue;
                 }
                 match q.kind {
-                    Ask::NeedKey => {
-                        if let Some(k) = p.key(&q.text) {
+                    Ask::NeedKey => match p.key(&q.text) {
+                        Some(k) => {
                             if let Err(e) = me.add_key(&k) {
                                 p.refused(&e);
                             }
+                            let _ = me.answer_tag(Ask::NeedKey, q.tag, true);
                         }
-                        let _ = me.answer_tag(Ask::NeedKey, q.tag, true);
-                    }
+                        // No key given: the conversation is answered as if nobody
+                        // could have been asked.
+                        None => {
+                            lock(&me.asks[Ask::NeedKey as usize].q)
+                                .waiting
+                                .remove(&q.tag);
+                        }
+                    },
                     Ask::Confirm => {
                         let yes = p.confirm(&q.text);
                         let _ = me.answer_tag(Ask::Confirm, q.tag, yes);
@@ -909,6 +916,9 @@ mod tests {
     impl Prompter for Fake {
         fn key(&mut self, text: &str) -> Option<Zeroizing<String>> {
             lock(&self.0).push(format!("key {text}"));
+            if text.contains("user=nobody") {
+                return None;
+            }
             Some(Zeroizing::new("proto=pass user=bob !password=pw".into()))
         }
         fn confirm(&mut self, key: &str) -> bool {
@@ -934,6 +944,14 @@ mod tests {
                 "confirm proto=pass user=c confirm='' !password?"
             ]
         );
+        // The user gives no key: the reply is as if nobody could be asked.
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=nobody").await;
+        let r = tokio::time::timeout(Duration::from_secs(10), h).await;
+        assert_eq!(
+            r.unwrap().unwrap(),
+            "needkey proto=pass role=client user=nobody"
+        );
+        lock(&asked).pop();
         // A reader of needkey comes first.
         let nk = open(&f, "needkey", OREAD).await;
         let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=dan").await;

@@ -647,3 +647,112 @@ fn getkey_on_a_terminal() {
     assert!(!t.text().contains("zed words"));
     let _ = t.master.as_raw_fd();
 }
+
+/// An authsrv on an ephemeral port, with user glenda (password `glenda pw`) and
+/// bootes (`bootes pw`): its address.
+fn authsrv(p: &Place) -> (Proc, String) {
+    use std::io::BufRead;
+    let keys = p.dir.path().join("authkeys");
+    for (u, pw) in [("glenda", "glenda pw"), ("bootes", "bootes pw")] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_authsrv"))
+            .arg("-d")
+            .arg(&keys)
+            .args(["adduser", u])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("authsrv adduser");
+        if let Some(mut i) = c.stdin.take() {
+            writeln!(i, "{pw}").unwrap();
+        }
+        assert!(c.wait().unwrap().success());
+    }
+    let mut a = Proc(
+        Command::new(env!("CARGO_BIN_EXE_authsrv"))
+            .arg("-d")
+            .arg(&keys)
+            .args(["-a", "tcp!127.0.0.1!0"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start authsrv"),
+    );
+    let err = a.0.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(err).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(LIMIT).expect("authsrv did not start");
+    let hostport = line.trim().rsplit(' ').next().unwrap_or("").to_string();
+    let (host, port) = hostport.rsplit_once(':').expect("address");
+    (a, format!("tcp!{host}!{port}"))
+}
+
+fn rpc_bytes(rpc: &Fid, verb: &str, data: &[u8]) -> Vec<u8> {
+    let mut req = verb.as_bytes().to_vec();
+    if !data.is_empty() {
+        req.push(b' ');
+        req.extend_from_slice(data);
+    }
+    rpc.write(0, Bytes::from(req)).expect("write rpc");
+    rpc.read(0, 4096).expect("read rpc").to_vec()
+}
+
+fn ok_data(r: Vec<u8>) -> Vec<u8> {
+    match r.strip_prefix(b"ok ") {
+        Some(d) => d.to_vec(),
+        None => panic!("not ok: {:?}", String::from_utf8_lossy(&r)),
+    }
+}
+
+/// p9sk1 with a wrong password: the needkey reader is told `badkey`, replaces the
+/// key, and the waiting conversation goes on with the new one.
+#[test]
+fn badkey_through_needkey() {
+    let cp = Place::new();
+    let (_a, addr) = authsrv(&cp);
+    let sp = Place::new();
+    let mut c = cp.cmd();
+    c.args(["-n", "-a", &addr]);
+    let _cf = cp.serve(c).expect("client factotum");
+    let mut c = sp.cmd();
+    c.args(["-n", "-a", &addr]);
+    let _sf = sp.serve(c).expect("server factotum");
+    cp.add_key("key proto=p9sk1 dom=dom user=glenda !password=wrong");
+    sp.add_key("key proto=p9sk1 dom=dom user=bootes role=server !password='bootes pw'");
+
+    let nk = question_file(&cp, "needkey");
+    let mut s = sp.root().walk("rpc").unwrap();
+    s.open(ORDWR).unwrap();
+    assert_eq!(call(&s, "start proto=p9sk1 role=server"), "ok");
+    let mut crpc = cp.root().walk("rpc").unwrap();
+    crpc.open(ORDWR).unwrap();
+    assert_eq!(call(&crpc, "start proto=p9sk1 role=client"), "ok");
+    let chal = ok_data(rpc_bytes(&crpc, "read", b""));
+    assert_eq!(rpc_bytes(&s, "write", &chal), b"ok");
+    let treq = ok_data(rpc_bytes(&s, "read", b""));
+    assert_eq!(rpc_bytes(&crpc, "write", &treq), b"ok");
+    // The client's read of the tickets waits on the question.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(rpc_bytes(&crpc, "read", b""));
+        crpc
+    });
+    let q = read_question(&nk);
+    let lines: Vec<&str> = q.split('\n').collect();
+    assert!(
+        lines[0].starts_with("badkey tag=")
+            && lines[0].ends_with(" proto=p9sk1 dom=dom user=glenda !password?"),
+        "{q:?}"
+    );
+    assert_eq!(lines[1], "key mismatch with auth server");
+    assert_eq!(lines[2..], ["proto=p9sk1 user? dom? !password?", ""]);
+    assert!(!q.contains("wrong"));
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    cp.add_key("key proto=p9sk1 dom=dom user=glenda !password='glenda pw'");
+    nk.write(0, Bytes::from(tag_of(lines[0]))).unwrap();
+    let tickets = ok_data(rx.recv_timeout(LIMIT).expect("the client went on"));
+    assert_eq!(tickets.len(), 72 + 13);
+    assert_eq!(rpc_bytes(&s, "write", &tickets), b"ok");
+}

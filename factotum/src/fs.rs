@@ -391,6 +391,7 @@ impl Factotum {
         conv: &Mutex<Conv>,
         tag: u64,
     ) -> Result<SecretBytes, RpcError> {
+        let mut first = true;
         loop {
             let out = {
                 // A copy of the ring (secrets in it are zeroed when dropped), so a
@@ -404,7 +405,12 @@ impl Factotum {
                     needkey: self.can_ask(Ask::NeedKey),
                     confirm: self.can_ask(Ask::Confirm),
                 };
-                lock(conv).run(env)?
+                let mut cv = lock(conv);
+                if std::mem::take(&mut first) {
+                    cv.run(env)?
+                } else {
+                    cv.resume(env)?
+                }
             };
             match out {
                 Outcome::Reply(r) => return Ok(r),
@@ -414,7 +420,7 @@ impl Factotum {
                     let line = format!("needkey tag={tag} {text}");
                     if self.ask(Ask::NeedKey, tag, line, text).await.is_none() {
                         lock(conv).abandon();
-                        return Ok(SecretBytes(format!("needkey {t}").into_bytes()));
+                        return Ok(Outcome::NeedKey(t).unanswered());
                     }
                 }
                 Outcome::BadKey(m) => {
@@ -422,7 +428,7 @@ impl Factotum {
                     let line = format!("badkey tag={tag} {m}");
                     if self.ask(Ask::NeedKey, tag, line, m.clone()).await.is_none() {
                         lock(conv).abandon();
-                        return Ok(SecretBytes(format!("badkey {m}").into_bytes()));
+                        return Ok(Outcome::BadKey(m).unanswered());
                     }
                 }
                 Outcome::Confirm(k) => {

@@ -17,7 +17,7 @@
 //! When someone can answer (a reader of `needkey` or `confirm`, or factotum's own
 //! prompter: [`Env::needkey`], [`Env::confirm`]), [`Conv::run`] does not give those
 //! replies but an [`Outcome`] that asks the file server to put the question and wait;
-//! the next [`Conv::run`] carries on with the same request. A key with a `confirm`
+//! [`Conv::resume`] carries on with the same request. A key with a `confirm`
 //! attribute is used only once the question was answered yes for this conversation.
 
 use crate::attr::{Attrs, Key, Ring, zero_bytes};
@@ -359,16 +359,29 @@ pub enum Outcome {
     /// Reply with this.
     Reply(SecretBytes),
     /// Ask for a key that matches this template (`needkey tag=N attrs`), wait, and
-    /// [`Conv::run`] again; with no answer, reply `needkey attrs` after
+    /// [`Conv::resume`]; with no answer, reply `needkey attrs` after
     /// [`Conv::abandon`].
     NeedKey(Attrs),
     /// Tell of a key that looks wrong (`badkey tag=N text`: the key, why, and a
-    /// template for its replacement, a line each), wait, and [`Conv::run`] again; with
+    /// template for its replacement, a line each), wait, and [`Conv::resume`]; with
     /// no answer, reply `badkey text` after [`Conv::abandon`].
     BadKey(String),
     /// Ask whether this key may be used (`confirm tag=N attrs`), give the answer to
-    /// [`Conv::confirmed`] (no answer is no), and [`Conv::run`] again.
+    /// [`Conv::confirmed`] (no answer is no), and [`Conv::resume`].
     Confirm(Key),
+}
+
+impl Outcome {
+    /// The reply to a question nobody answered: `needkey attrs` or `badkey text` (a
+    /// key not confirmed is not used, so [`Outcome::Confirm`] is not asked this).
+    pub fn unanswered(self) -> SecretBytes {
+        match self {
+            Outcome::Reply(r) => r,
+            Outcome::NeedKey(t) => reply("needkey", t.to_string().as_bytes()),
+            Outcome::BadKey(m) => reply("badkey", m.as_bytes()),
+            Outcome::Confirm(_) => text("error key use not confirmed"),
+        }
+    }
 }
 
 /// One open of the `rpc` file.
@@ -455,39 +468,44 @@ impl Conv {
         self.read_env(Env::ring(ring))
     }
 
-    /// [`Conv::read`] for a caller and with an auth server. Questions `env` says
-    /// someone could answer are given the replies they get when nobody can.
+    /// [`Conv::read`] for a caller and with an auth server, with nobody to ask:
+    /// a missing key gets the `needkey` reply, keys with `confirm` are not used.
     pub fn read_env(&mut self, env: Env<'_>) -> Result<SecretBytes, RpcError> {
+        let env = Env {
+            needkey: false,
+            confirm: false,
+            ..env
+        };
         Ok(match self.run(env)? {
             Outcome::Reply(r) => r,
-            Outcome::NeedKey(t) => {
+            o => {
                 self.abandon();
-                reply("needkey", t.to_string().as_bytes())
-            }
-            Outcome::BadKey(m) => {
-                self.abandon();
-                reply("badkey", m.as_bytes())
-            }
-            Outcome::Confirm(k) => {
-                self.confirmed(k, false);
-                return self.read_env(env);
+                o.unanswered()
             }
         })
     }
 
-    /// Carry out the pending request, or go on with one that waited for an answer.
-    /// Questions ([`Outcome::NeedKey`], [`Outcome::BadKey`], [`Outcome::Confirm`])
-    /// come only when `env` says someone can answer them.
+    /// Carry out the pending request. Questions ([`Outcome::NeedKey`],
+    /// [`Outcome::BadKey`], [`Outcome::Confirm`]) come only when `env` says someone
+    /// can answer them; once answered, [`Conv::resume`] goes on with the request.
     pub fn run(&mut self, env: Env<'_>) -> Result<Outcome, RpcError> {
-        let (verb, arg) = match self.pending.take() {
-            Some(r) => r,
-            None => self.retry.take().ok_or(RpcError::NoRpcPending)?,
-        };
+        let req = self.pending.take().ok_or(RpcError::NoRpcPending)?;
+        Ok(self.exec_keep(env, req))
+    }
+
+    /// Go on with the request that waited for an answer to its question: gone
+    /// (`no rpc pending`) if a new request was written meanwhile.
+    pub fn resume(&mut self, env: Env<'_>) -> Result<Outcome, RpcError> {
+        let req = self.retry.take().ok_or(RpcError::NoRpcPending)?;
+        Ok(self.exec_keep(env, req))
+    }
+
+    fn exec_keep(&mut self, env: Env<'_>, (verb, arg): (Verb, SecretBytes)) -> Outcome {
         let out = self.exec(env, verb, &arg.0);
         if !matches!(out, Outcome::Reply(_)) {
             self.retry = Some((verb, arg));
         }
-        Ok(out)
+        out
     }
 
     /// Give up a request that waited for an answer.
@@ -793,6 +811,10 @@ mod tests {
         c.run(env).unwrap()
     }
 
+    fn resume(c: &mut Conv, env: Env<'_>) -> Outcome {
+        c.resume(env).unwrap()
+    }
+
     fn reply_text(o: Outcome) -> String {
         match o {
             Outcome::Reply(r) => String::from_utf8(r.0.clone()).unwrap(),
@@ -815,8 +837,9 @@ mod tests {
             o => panic!("{o:?}"),
         }
         // The same request goes on, with the key added meanwhile.
-        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok bob pw");
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok bob pw");
         assert_eq!(c.run(asking(&r)).unwrap_err(), RpcError::NoRpcPending);
+        assert_eq!(c.resume(asking(&r)).unwrap_err(), RpcError::NoRpcPending);
 
         // Still no key after the answer: the conversation fails.
         let mut c = Conv::new();
@@ -824,7 +847,7 @@ mod tests {
         c.write(b"read").unwrap();
         assert!(matches!(run(&mut c, asking(&empty)), Outcome::NeedKey(_)));
         assert_eq!(
-            reply_text(run(&mut c, asking(&empty))),
+            reply_text(resume(&mut c, asking(&empty))),
             "error pass client nascent: no key found"
         );
 
@@ -833,8 +856,13 @@ mod tests {
         rpc(&mut c, &empty, "start proto=pass role=client");
         c.write(b"read").unwrap();
         assert!(matches!(run(&mut c, asking(&empty)), Outcome::NeedKey(_)));
-        c.abandon();
+        // A second read does not take the request that waits.
         assert_eq!(c.run(asking(&empty)).unwrap_err(), RpcError::NoRpcPending);
+        c.abandon();
+        assert_eq!(
+            c.resume(asking(&empty)).unwrap_err(),
+            RpcError::NoRpcPending
+        );
         // A new write cancels a request waiting for an answer.
         c.write(b"read").unwrap();
         assert_eq!(
@@ -859,7 +887,7 @@ mod tests {
         };
         assert_eq!(k.listing(), "confirm='' proto=pass user=u !password?");
         c.confirmed(k, true);
-        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok u p");
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok u p");
 
         // No: the key is passed over, and a key is asked for.
         let mut c = Conv::new();
@@ -869,7 +897,7 @@ mod tests {
             panic!("no confirm question");
         };
         c.confirmed(k, false);
-        assert!(matches!(run(&mut c, asking(&r)), Outcome::NeedKey(_)));
+        assert!(matches!(resume(&mut c, asking(&r)), Outcome::NeedKey(_)));
 
         // A refused key is passed over for the next that matches.
         let mut c = Conv::new();
@@ -879,7 +907,7 @@ mod tests {
             panic!("no confirm question");
         };
         c.confirmed(k, false);
-        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok v q");
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok v q");
 
         // The answer holds for the conversation, and a new start forgets it.
         let mut c = Conv::new();
@@ -889,7 +917,7 @@ mod tests {
             panic!("no confirm question");
         };
         c.confirmed(k, true);
-        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok u p");
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok u p");
         c.write(b"start proto=pass role=client user=u").unwrap();
         assert_eq!(reply_text(run(&mut c, asking(&r))), "ok");
         c.write(b"read").unwrap();

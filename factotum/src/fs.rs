@@ -374,9 +374,18 @@ impl Factotum {
         let a = &self.asks[kind as usize];
         loop {
             if let Some((_, line)) = lock(&a.q).unread.pop_front() {
+                let n = count as usize;
                 let mut b = line.into_bytes();
+                if b.len() + 1 > n {
+                    // Cut short, at a character's start, and marked, as plan9port.
+                    let mut cut = n.saturating_sub(5);
+                    while cut > 0 && b[cut] & 0xC0 == 0x80 {
+                        cut -= 1;
+                    }
+                    b.truncate(cut);
+                    b.extend_from_slice(b"...");
+                }
                 b.push(b'\n');
-                b.truncate(count as usize);
                 return Bytes::from(b);
             }
             a.ready.notified().await;
@@ -704,6 +713,10 @@ impl Filesystem for Factotum {
                 let off = offset.saturating_sub(l.base);
                 Ok(Data::Bytes(slice(all.as_bytes(), off, count)))
             }
+            // As plan9port, a read too short for any question takes none.
+            (_, Node::Confirm | Node::Needkey) if count < 5 => {
+                Err(Ename::from("factotum: read request count too short"))
+            }
             (_, Node::Confirm) => Ok(Data::Bytes(self.question(Ask::Confirm, count).await)),
             (_, Node::Needkey) => Ok(Data::Bytes(self.question(Ask::NeedKey, count).await)),
             (_, Node::Rpc | Node::Root) => Err(Ename::from(errstr::EBADUSE)),
@@ -785,8 +798,11 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// A read, given at most 10 seconds.
     async fn read(f: &Factotum, fid: &Fid) -> String {
-        match f.read(&caller(), fid, 0, 8192).await.unwrap() {
+        let c = caller();
+        let r = tokio::time::timeout(Duration::from_secs(10), f.read(&c, fid, 0, 8192));
+        match r.await.expect("read timed out").unwrap() {
             Data::Bytes(b) => String::from_utf8(b.to_vec()).unwrap(),
             Data::File { .. } => panic!("a file"),
         }
@@ -836,6 +852,26 @@ mod tests {
         assert_eq!(write(&f, &nk, "x=1").await.unwrap_err(), "no tag");
         assert_eq!(write(&f, &nk, "").await.unwrap_err(), "empty write");
         assert_eq!(write(&f, &nk, "tag=zz").await.unwrap_err(), "tag not found");
+        // A read too short for the question gets it cut short.
+        let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=dave").await;
+        let c = caller();
+        let r = tokio::time::timeout(Duration::from_secs(10), f.read(&c, &nk, 0, 20));
+        let q = match r.await.expect("a question").unwrap() {
+            Data::Bytes(b) => String::from_utf8(b.to_vec()).unwrap(),
+            Data::File { .. } => panic!("a file"),
+        };
+        assert_eq!(q.len(), 19);
+        assert!(
+            q.starts_with("needkey tag=") && q.ends_with("...\n"),
+            "{q:?}"
+        );
+        h.abort();
+        let e = f
+            .read(&caller(), &nk, 0, 4)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("factotum: read request count too short"));
 
         // Answered with no key added: the conversation fails.
         let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=carol").await;
@@ -870,7 +906,9 @@ mod tests {
         // A flushed rpc read takes its question back.
         let nk3 = open(&f, "needkey", ORDWR).await;
         let (_rpc, h) = waiting_read(&f, "start proto=pass role=client user=bob").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while lock(&f.asks[1].q).waiting.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no question");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         h.abort();

@@ -32,6 +32,42 @@ impl Drop for Proc {
     }
 }
 
+/// A server, killed (by pid) when dropped, or by a watchdog after 90 seconds, so
+/// that a test waiting on it fails instead of hanging.
+struct Server {
+    p: Proc,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Server {
+    fn new(p: Proc) -> Server {
+        use std::sync::atomic::Ordering;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, pid) = (Arc::clone(&done), p.0.id() as i32);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + 3 * LIMIT;
+            while !d.load(Ordering::Acquire) {
+                if Instant::now() > deadline {
+                    // Still our unwaited child (done is set before it is waited
+                    // for), so the pid is still its.
+                    // SAFETY: kill takes a pid and a signal.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Server { p, done }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.p.0.kill();
+    }
+}
+
 /// A directory for one test: $HOME and $NAMESPACE of the factotums it runs.
 struct Place {
     dir: tempfile::TempDir,
@@ -136,13 +172,13 @@ impl Place {
     }
 
     /// Start a server in the foreground; Err(its standard error) if it exited.
-    fn serve(&self, mut c: Command) -> Result<Proc, String> {
+    fn serve(&self, mut c: Command) -> Result<Server, String> {
         c.arg("-f").stdin(Stdio::null()).stderr(Stdio::piped());
         let mut p = Proc(c.spawn().expect("start factotum"));
         let deadline = Instant::now() + LIMIT;
         loop {
             if std::os::unix::net::UnixStream::connect(self.sock()).is_ok() {
-                return Ok(p);
+                return Ok(Server::new(p));
             }
             if let Some(_st) = p.0.try_wait().expect("wait") {
                 let mut err = String::new();
@@ -157,7 +193,7 @@ impl Place {
     }
 
     /// A server on the key file, its password on descriptor 3.
-    fn serve_keys(&self, pw: &str) -> Result<Proc, String> {
+    fn serve_keys(&self, pw: &str) -> Result<Server, String> {
         let mut c = self.cmd();
         c.args(["-P", "3"]);
         self.fd3(&mut c, &format!("{pw}\n"));
@@ -577,7 +613,8 @@ fn terminal_password_and_prompts() {
     assert!(ok, "{err}");
     let mut c = p.cmd();
     c.arg("-f");
-    let (mut t, _proc) = Pty::spawn(c);
+    let (mut t, proc) = Pty::spawn(c);
+    let _s = Server::new(proc);
     // A wrong password is asked again, secstore's way.
     let at = t.expect("key file password: ", 0);
     t.send("wrong words\n");

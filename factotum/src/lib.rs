@@ -4,6 +4,7 @@
 pub mod attr;
 pub mod authsrv;
 pub mod fs;
+pub mod keyfile;
 pub mod pak;
 pub mod proto_p9any;
 pub mod proto_p9sk1;

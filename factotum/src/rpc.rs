@@ -13,8 +13,15 @@
 //! `phase in state 'S' want 'V'`. When it needs a key the ring does not have, the
 //! reply is `needkey attrs`; the next request tries again, with whatever keys were
 //! added meanwhile, and fails with `no key found` if there is still none.
+//!
+//! When someone can answer (a reader of `needkey` or `confirm`, or factotum's own
+//! prompter: [`Env::needkey`], [`Env::confirm`]), [`Conv::run`] does not give those
+//! replies but an [`Outcome`] that asks the file server to put the question and wait;
+//! [`Conv::resume`] carries on with the same request. A key with a `confirm`
+//! attribute is used only once the question was answered yes for this conversation.
 
 use crate::attr::{Attrs, Key, Ring, zero_bytes};
+use std::cell::RefCell;
 use std::fmt;
 
 /// Requests of this many bytes or more are refused ("rpc too large").
@@ -211,6 +218,12 @@ pub struct Ctx<'a> {
     pub owner: &'a str,
     /// factotum's `-a authaddr`, if given.
     pub authaddr: Option<&'a str>,
+    /// The answers this conversation was given for keys with `confirm`.
+    confirmed: &'a [(Key, bool)],
+    /// Whether someone can be asked to confirm a key.
+    can_confirm: bool,
+    /// A key that [`Ctx::key`] wants confirmed before it is used.
+    ask: RefCell<Option<Key>>,
 }
 
 /// The surroundings of a conversation step: see [`Ctx`].
@@ -220,29 +233,56 @@ pub struct Env<'a> {
     pub sysuser: &'a str,
     pub owner: &'a str,
     pub authaddr: Option<&'a str>,
+    /// Someone can be asked for a missing key (or told of a bad one) and answer.
+    pub needkey: bool,
+    /// Someone can be asked to confirm the use of a key with `confirm`.
+    pub confirm: bool,
 }
 
 impl<'a> Env<'a> {
-    /// A ring used by its owner, with no auth server.
+    /// A ring used by its owner, with no auth server and nobody to ask.
     pub fn ring(ring: &'a Ring) -> Env<'a> {
         Env {
             ring,
             sysuser: "",
             owner: "",
             authaddr: None,
+            needkey: false,
+            confirm: false,
         }
     }
 }
 
+/// Whether two keys are the same key (every attribute, secrets too).
+fn same_key(a: &Key, b: &Key) -> bool {
+    a.public == b.public && a.secret == b.secret
+}
+
 impl Ctx<'_> {
-    /// The first usable key the template matches. Keys that need confirmation are
-    /// passed over: confirmation (the `confirm` file) is still to come, and plan9port
-    /// refuses such keys when nobody holds `confirm` open.
+    /// The first usable key the template matches. A key with a `confirm` attribute
+    /// is usable once this conversation was told yes for it. If nobody was asked
+    /// yet and someone can be, there is no key for now: the key is noted for asking,
+    /// and the conversation asks and runs the request again. Keys refused are passed
+    /// over, as (like plan9port) are all keys with `confirm` when nobody can be asked.
     pub fn key(&self, pat: &Attrs) -> Option<&Key> {
-        self.ring
-            .keys()
-            .iter()
-            .find(|k| k.matches(pat) && k.public.find("confirm").is_none())
+        for k in self.ring.keys().iter().filter(|k| k.matches(pat)) {
+            if k.public.find("confirm").is_none() {
+                return Some(k);
+            }
+            match self.confirmed.iter().find(|(c, _)| same_key(c, k)) {
+                Some((_, true)) => return Some(k),
+                Some((_, false)) => {}
+                None if self.can_confirm => {
+                    let mut ask = self.ask.borrow_mut();
+                    if ask.is_none() {
+                        *ask = Some(k.clone());
+                    }
+                    return None;
+                }
+                None => {}
+            }
+        }
+        None
     }
 }
 
@@ -313,11 +353,46 @@ enum State {
     Failed(String),
 }
 
+/// What the file server is to do after a read of `rpc`.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Reply with this.
+    Reply(SecretBytes),
+    /// Ask for a key that matches this template (`needkey tag=N attrs`), wait, and
+    /// [`Conv::resume`]; with no answer, reply `needkey attrs` after
+    /// [`Conv::abandon`].
+    NeedKey(Attrs),
+    /// Tell of a key that looks wrong (`badkey tag=N text`: the key, why, and a
+    /// template for its replacement, a line each), wait, and [`Conv::resume`]; with
+    /// no answer, reply `badkey text` after [`Conv::abandon`].
+    BadKey(String),
+    /// Ask whether this key may be used (`confirm tag=N attrs`), give the answer to
+    /// [`Conv::confirmed`] (no answer is no), and [`Conv::resume`].
+    Confirm(Key),
+}
+
+impl Outcome {
+    /// The reply to a question nobody answered: `needkey attrs` or `badkey text` (a
+    /// key not confirmed is not used, so [`Outcome::Confirm`] is not asked this).
+    pub fn unanswered(self) -> SecretBytes {
+        match self {
+            Outcome::Reply(r) => r,
+            Outcome::NeedKey(t) => reply("needkey", t.to_string().as_bytes()),
+            Outcome::BadKey(m) => reply("badkey", m.as_bytes()),
+            Outcome::Confirm(_) => text("error key use not confirmed"),
+        }
+    }
+}
+
 /// One open of the `rpc` file.
 pub struct Conv {
     state: State,
     attrs: Attrs,
     pending: Option<(Verb, SecretBytes)>,
+    /// A request that waits for an answer to an [`Outcome`] question.
+    retry: Option<(Verb, SecretBytes)>,
+    /// Answers about keys with `confirm`.
+    confirmed: Vec<(Key, bool)>,
 }
 
 impl Default for Conv {
@@ -366,6 +441,8 @@ impl Conv {
             state: State::NotStarted,
             attrs: Attrs::new(),
             pending: None,
+            retry: None,
+            confirmed: Vec::new(),
         }
     }
 
@@ -375,6 +452,7 @@ impl Conv {
             return Err(RpcError::TooLarge);
         }
         self.pending = None;
+        self.retry = None;
         let (verb, arg) = match data.iter().position(|&c| c == b' ') {
             Some(i) => (&data[..i], &data[i + 1..]),
             None => (data, &[][..]),
@@ -390,10 +468,55 @@ impl Conv {
         self.read_env(Env::ring(ring))
     }
 
-    /// [`Conv::read`] for a caller and with an auth server.
+    /// [`Conv::read`] for a caller and with an auth server, with nobody to ask:
+    /// a missing key gets the `needkey` reply, keys with `confirm` are not used.
     pub fn read_env(&mut self, env: Env<'_>) -> Result<SecretBytes, RpcError> {
-        let (verb, arg) = self.pending.take().ok_or(RpcError::NoRpcPending)?;
-        Ok(self.exec(env, verb, &arg.0))
+        let env = Env {
+            needkey: false,
+            confirm: false,
+            ..env
+        };
+        Ok(match self.run(env)? {
+            Outcome::Reply(r) => r,
+            o => {
+                self.abandon();
+                o.unanswered()
+            }
+        })
+    }
+
+    /// Carry out the pending request. Questions ([`Outcome::NeedKey`],
+    /// [`Outcome::BadKey`], [`Outcome::Confirm`]) come only when `env` says someone
+    /// can answer them; once answered, [`Conv::resume`] goes on with the request.
+    pub fn run(&mut self, env: Env<'_>) -> Result<Outcome, RpcError> {
+        let req = self.pending.take().ok_or(RpcError::NoRpcPending)?;
+        Ok(self.exec_keep(env, req))
+    }
+
+    /// Go on with the request that waited for an answer to its question: gone
+    /// (`no rpc pending`) if a new request was written meanwhile.
+    pub fn resume(&mut self, env: Env<'_>) -> Result<Outcome, RpcError> {
+        let req = self.retry.take().ok_or(RpcError::NoRpcPending)?;
+        Ok(self.exec_keep(env, req))
+    }
+
+    fn exec_keep(&mut self, env: Env<'_>, (verb, arg): (Verb, SecretBytes)) -> Outcome {
+        let out = self.exec(env, verb, &arg.0);
+        if !matches!(out, Outcome::Reply(_)) {
+            self.retry = Some((verb, arg));
+        }
+        out
+    }
+
+    /// Give up a request that waited for an answer.
+    pub fn abandon(&mut self) {
+        self.retry = None;
+    }
+
+    /// Whether this conversation may use `key` (which has a `confirm` attribute).
+    pub fn confirmed(&mut self, key: Key, yes: bool) {
+        self.confirmed.retain(|(k, _)| !same_key(k, &key));
+        self.confirmed.push((key, yes));
     }
 
     /// The attributes in effect.
@@ -411,8 +534,8 @@ impl Conv {
         }
     }
 
-    fn exec(&mut self, ring: Env<'_>, verb: Verb, arg: &[u8]) -> SecretBytes {
-        match verb {
+    fn exec(&mut self, env: Env<'_>, verb: Verb, arg: &[u8]) -> Outcome {
+        let r = match verb {
             Verb::Start => self.start(arg),
             Verb::Attr => reply("ok", self.attrs.to_string().as_bytes()).with_space_if_empty(),
             Verb::AuthInfo => match &self.state {
@@ -428,24 +551,26 @@ impl Conv {
             },
             Verb::Read | Verb::ReadHex => {
                 if !arg.is_empty() {
-                    return text("error read takes no parameters");
+                    return Outcome::Reply(text("error read takes no parameters"));
                 }
-                self.step(ring, Want::Read, &[], verb == Verb::ReadHex)
+                return self.step(env, Want::Read, &[], verb == Verb::ReadHex);
             }
-            Verb::Write => self.step(ring, Want::Write, arg, false),
+            Verb::Write => return self.step(env, Want::Write, arg, false),
             Verb::WriteHex => match hex_decode(arg) {
                 Some(d) => {
                     let d = SecretBytes(d);
-                    self.step(ring, Want::Write, &d.0, false)
+                    return self.step(env, Want::Write, &d.0, false);
                 }
                 None => text("bad hex"),
             },
-        }
+        };
+        Outcome::Reply(r)
     }
 
     fn start(&mut self, arg: &[u8]) -> SecretBytes {
         self.state = State::NotStarted;
         self.attrs = Attrs::new();
+        self.confirmed.clear();
         let s = match std::str::from_utf8(arg) {
             Ok(s) => s,
             Err(_) => return self.fail("bad attr: not utf-8".into()),
@@ -485,12 +610,12 @@ impl Conv {
         r
     }
 
-    fn step(&mut self, env: Env<'_>, want: Want, data: &[u8], hex: bool) -> SecretBytes {
+    fn step(&mut self, env: Env<'_>, want: Want, data: &[u8], hex: bool) -> Outcome {
         let (desc, role, proto, asked) = match &mut self.state {
-            State::NotStarted => return text("error protocol not started"),
-            State::Failed(m) => return text(format!("error {m}")),
+            State::NotStarted => return Outcome::Reply(text("error protocol not started")),
+            State::Failed(m) => return Outcome::Reply(text(format!("error {m}"))),
             State::Done(ai) => {
-                return text(if ai.is_some() { "done haveai" } else { "done" });
+                return Outcome::Reply(text(if ai.is_some() { "done haveai" } else { "done" }));
             }
             State::Active {
                 desc,
@@ -500,11 +625,11 @@ impl Conv {
             } => (*desc, role.clone(), proto, asked),
         };
         if proto.wants() != want {
-            return text(format!(
+            return Outcome::Reply(text(format!(
                 "phase in state '{}' want '{}'",
                 proto.state(),
                 proto.wants().word()
-            ));
+            )));
         }
         let mut ctx = Ctx {
             ring: env.ring,
@@ -512,33 +637,47 @@ impl Conv {
             sysuser: env.sysuser,
             owner: env.owner,
             authaddr: env.authaddr,
+            confirmed: &self.confirmed,
+            can_confirm: env.confirm,
+            ask: RefCell::new(None),
         };
         let r = match want {
             Want::Read => proto.read(&mut ctx),
             Want::Write => proto.write(&mut ctx, data),
         };
+        let confirm = ctx.ask.into_inner();
         // As plan9port, errors name the state the protocol failed in.
         let state = proto.state();
         let prefix = proto
             .error_prefix()
             .map(|p| format!("{p}: "))
             .unwrap_or_default();
+        // A key was passed over for want of confirmation: ask, then look again.
+        if let (Step::NeedKey(_), Some(k)) = (&r, confirm) {
+            return Outcome::Confirm(k);
+        }
         let out = match r {
             Step::NeedKey(t) => {
                 if *asked {
-                    return self.fail(format!(
+                    return Outcome::Reply(self.fail(format!(
                         "{} {} {}: {prefix}no key found",
                         desc.name, role, state
-                    ));
+                    )));
                 }
                 *asked = true;
-                return reply("needkey", t.to_string().as_bytes());
+                if env.needkey {
+                    return Outcome::NeedKey(t);
+                }
+                return Outcome::Reply(reply("needkey", t.to_string().as_bytes()));
             }
             Step::Error(m) => {
-                return self.fail(format!("{} {} {}: {prefix}{}", desc.name, role, state, m));
+                return Outcome::Reply(
+                    self.fail(format!("{} {} {}: {prefix}{}", desc.name, role, state, m)),
+                );
             }
-            Step::Reject(m) => return text(format!("error {m}")),
-            Step::BadKey(m) => return reply("badkey", m.as_bytes()),
+            Step::Reject(m) => return Outcome::Reply(text(format!("error {m}"))),
+            Step::BadKey(m) if env.needkey => return Outcome::BadKey(m),
+            Step::BadKey(m) => return Outcome::Reply(reply("badkey", m.as_bytes())),
             Step::TooSmall(n) => text(format!("toosmall {n}")),
             Step::Ok(d) if hex => reply("ok", &hex_encode(&d.0)),
             Step::Ok(d) => reply("ok", &d.0),
@@ -548,7 +687,7 @@ impl Conv {
             let ai = proto.authinfo();
             self.state = State::Done(ai);
         }
-        out
+        Outcome::Reply(out)
     }
 }
 
@@ -658,6 +797,136 @@ mod tests {
             rpc(&mut c, &empty, "authinfo"),
             "error conversation not successful"
         );
+    }
+
+    fn asking(r: &Ring) -> Env<'_> {
+        Env {
+            needkey: true,
+            confirm: true,
+            ..Env::ring(r)
+        }
+    }
+
+    fn run(c: &mut Conv, env: Env<'_>) -> Outcome {
+        c.run(env).unwrap()
+    }
+
+    fn resume(c: &mut Conv, env: Env<'_>) -> Outcome {
+        c.resume(env).unwrap()
+    }
+
+    fn reply_text(o: Outcome) -> String {
+        match o {
+            Outcome::Reply(r) => String::from_utf8(r.0.clone()).unwrap(),
+            o => panic!("not a reply: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn needkey_question_then_retry() {
+        let empty = Ring::new();
+        let r = ring(&["proto=pass user=bob !password=pw"]);
+        let mut c = Conv::new();
+        assert_eq!(
+            rpc(&mut c, &empty, "start proto=pass role=client user=bob"),
+            "ok"
+        );
+        c.write(b"read").unwrap();
+        match run(&mut c, asking(&empty)) {
+            Outcome::NeedKey(t) => assert_eq!(t.to_string(), "proto=pass role=client user=bob"),
+            o => panic!("{o:?}"),
+        }
+        // The same request goes on, with the key added meanwhile.
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok bob pw");
+        assert_eq!(c.run(asking(&r)).unwrap_err(), RpcError::NoRpcPending);
+        assert_eq!(c.resume(asking(&r)).unwrap_err(), RpcError::NoRpcPending);
+
+        // Still no key after the answer: the conversation fails.
+        let mut c = Conv::new();
+        rpc(&mut c, &empty, "start proto=pass role=client");
+        c.write(b"read").unwrap();
+        assert!(matches!(run(&mut c, asking(&empty)), Outcome::NeedKey(_)));
+        assert_eq!(
+            reply_text(resume(&mut c, asking(&empty))),
+            "error pass client nascent: no key found"
+        );
+
+        // Abandoned (nobody answered): no request is left.
+        let mut c = Conv::new();
+        rpc(&mut c, &empty, "start proto=pass role=client");
+        c.write(b"read").unwrap();
+        assert!(matches!(run(&mut c, asking(&empty)), Outcome::NeedKey(_)));
+        // A second read does not take the request that waits.
+        assert_eq!(c.run(asking(&empty)).unwrap_err(), RpcError::NoRpcPending);
+        c.abandon();
+        assert_eq!(
+            c.resume(asking(&empty)).unwrap_err(),
+            RpcError::NoRpcPending
+        );
+        // A new write cancels a request waiting for an answer.
+        c.write(b"read").unwrap();
+        assert_eq!(
+            reply_text(run(&mut c, asking(&r))),
+            "ok bob pw",
+            "the ring has a key now"
+        );
+    }
+
+    #[test]
+    fn confirm_question() {
+        let r = ring(&[
+            "proto=pass user=u confirm !password=p",
+            "proto=pass user=v !password=q",
+        ]);
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        c.write(b"read").unwrap();
+        let k = match run(&mut c, asking(&r)) {
+            Outcome::Confirm(k) => k,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(k.listing(), "confirm='' proto=pass user=u !password?");
+        c.confirmed(k, true);
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok u p");
+
+        // No: the key is passed over, and a key is asked for.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        c.write(b"read").unwrap();
+        let Outcome::Confirm(k) = run(&mut c, asking(&r)) else {
+            panic!("no confirm question");
+        };
+        c.confirmed(k, false);
+        assert!(matches!(resume(&mut c, asking(&r)), Outcome::NeedKey(_)));
+
+        // A refused key is passed over for the next that matches.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client");
+        c.write(b"read").unwrap();
+        let Outcome::Confirm(k) = run(&mut c, asking(&r)) else {
+            panic!("no confirm question");
+        };
+        c.confirmed(k, false);
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok v q");
+
+        // The answer holds for the conversation, and a new start forgets it.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        c.write(b"read").unwrap();
+        let Outcome::Confirm(k) = run(&mut c, asking(&r)) else {
+            panic!("no confirm question");
+        };
+        c.confirmed(k, true);
+        assert_eq!(reply_text(resume(&mut c, asking(&r))), "ok u p");
+        c.write(b"start proto=pass role=client user=u").unwrap();
+        assert_eq!(reply_text(run(&mut c, asking(&r))), "ok");
+        c.write(b"read").unwrap();
+        assert!(matches!(run(&mut c, asking(&r)), Outcome::Confirm(_)));
+
+        // Nobody to ask: the key is not used, and read_env gives the needkey reply.
+        let mut c = Conv::new();
+        rpc(&mut c, &r, "start proto=pass role=client user=u");
+        assert!(rpc(&mut c, &r, "read").starts_with("needkey "));
     }
 
     #[test]

@@ -217,9 +217,11 @@ fn find_pid(ns: &Ns, name: &str) -> Option<i32> {
     // A listening socket's inode shows in /proc/net/unix; find who holds it.
     let unix = std::fs::read_to_string("/proc/net/unix").ok()?;
     let path = want.to_string_lossy().into_owned();
+    // Only the listening socket: a connection the server accepted shows the same
+    // path, and may be gone by the time its holder is looked for.
     let sock_ino: String = unix
         .lines()
-        .find(|l| l.ends_with(&path))?
+        .find(|l| l.ends_with(&path) && l.split_whitespace().nth(3) == Some("00010000"))?
         .split_whitespace()
         .nth(6)?
         .to_string();

@@ -149,7 +149,7 @@ fn serve(kd: KeyDir, addr: &str, authdom: Option<String>) {
     if let Ok(a) = l.local_addr() {
         eprintln!("authsrv: serving tickets on {a}");
     }
-    let srv = Arc::new(AuthServer::new(kd, authdom));
+    let srv = Arc::new(AuthServer::new(kd, authdom).unwrap_or_else(|e| fatal(e)));
     for c in l.incoming() {
         let c = match c {
             Ok(c) => c,

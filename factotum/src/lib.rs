@@ -5,6 +5,7 @@ pub mod attr;
 pub mod authsrv;
 pub mod fs;
 pub mod pak;
+pub mod proto_dp9ik;
 pub mod proto_p9any;
 pub mod proto_p9sk1;
 pub mod proto_pass;

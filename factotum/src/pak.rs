@@ -649,6 +649,51 @@ fn decaf_decode(b: &[u8; PAKSLEN]) -> Option<Point> {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct AesKey(pub [u8; AESKEYLEN]);
 
+impl AesKey {
+    /// Parse 32 hex digits (factotum's `!hex=` for dp9ik, the AS's key files).
+    pub fn from_hex(s: &str) -> Option<AesKey> {
+        let s = s.trim().as_bytes();
+        if s.len() != 2 * AESKEYLEN {
+            return None;
+        }
+        let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+        let mut k = AesKey([0u8; AESKEYLEN]);
+        for (i, pair) in s.chunks(2).enumerate() {
+            k.0[i] = (d(pair[0])? << 4) | d(pair[1])?;
+        }
+        Some(k)
+    }
+
+    /// The key as 32 lower-case hex digits (a secret).
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        const H: &[u8; 16] = b"0123456789abcdef";
+        let mut s = Zeroizing::new(String::with_capacity(2 * AESKEYLEN));
+        for b in self.0 {
+            s.push(char::from(H[usize::from(b >> 4)]));
+            s.push(char::from(H[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    /// Whether the key is all zeros (9front's mark of a user without one).
+    pub fn is_zero(&self) -> bool {
+        bool::from(self.0.ct_eq(&[0u8; AESKEYLEN]))
+    }
+}
+
+impl PartialEq for AesKey {
+    fn eq(&self, o: &AesKey) -> bool {
+        self.0.ct_eq(&o.0).into()
+    }
+}
+impl Eq for AesKey {}
+
+impl std::fmt::Debug for AesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AesKey(..)")
+    }
+}
+
 /// passtoaeskey: PBKDF2-HMAC-SHA1(password, "Plan 9 key derivation", 9001, 16).
 pub fn passtoaeskey(password: &[u8]) -> AesKey {
     let mut k = [0u8; AESKEYLEN];

@@ -88,6 +88,9 @@ fn main() {
     if !o.foreground {
         daemon::background().unwrap_or_else(|e| fatal("factotum", e));
     }
+    // dp9ik's table of multiples of the curve's base point, made now rather than
+    // in the first exchange.
+    std::thread::spawn(factotum::pak::warm_up);
     let fs = Factotum::new(&lib9::ns::user()).with_authaddr(a.authaddr.clone());
     if a.debug {
         let _ = fs.ctl("debug");

@@ -381,10 +381,7 @@ fn wrong_password_and_unknown_user() {
         s.authinfo().unwrap_err(),
         "error conversation not successful"
     );
-    assert_eq!(
-        c.authinfo().unwrap_err(),
-        "error conversation still active"
-    );
+    assert_eq!(c.authinfo().unwrap_err(), "error conversation still active");
 }
 
 #[test]
@@ -503,7 +500,10 @@ fn truncated_exchange() {
     assert_eq!(s.text("write", &y[..55]), "toosmall 56");
     let mut long = y.clone();
     long.push(0);
-    assert_eq!(s.text("write", &long), "error too much data; want 56 got 57");
+    assert_eq!(
+        s.text("write", &long),
+        "error too much data; want 56 got 57"
+    );
     assert_eq!(s.text("write", &y), "ok");
     let t = c.msg();
     assert_eq!(s.text("write", &t[..124]), "toosmall 192");

@@ -277,9 +277,14 @@ impl Client {
         {
             return Step::Error(e.to_string());
         }
-        if [&self.tr.authdom, &self.tr.authid, &self.tr.hostid, &self.tr.uid]
-            .iter()
-            .any(|s| s.is_empty())
+        if [
+            &self.tr.authdom,
+            &self.tr.authid,
+            &self.tr.hostid,
+            &self.tr.uid,
+        ]
+        .iter()
+        .any(|s| s.is_empty())
         {
             return Step::Error("bad ticket request".into());
         }
@@ -795,8 +800,14 @@ mod tests {
     fn pair(ckeys: &[&str], skeys: &[&str], addr: Option<&str>, proto: &str) -> (Side, Side) {
         let mut c = Side::new(ckeys, addr);
         let mut s = Side::new(skeys, addr);
-        assert_eq!(c.text(format!("start proto={proto} role=client").as_bytes()), "ok");
-        assert_eq!(s.text(format!("start proto={proto} role=server").as_bytes()), "ok");
+        assert_eq!(
+            c.text(format!("start proto={proto} role=client").as_bytes()),
+            "ok"
+        );
+        assert_eq!(
+            s.text(format!("start proto={proto} role=server").as_bytes()),
+            "ok"
+        );
         (c, s)
     }
 
@@ -809,7 +820,10 @@ mod tests {
         let lens: Vec<usize> = msgs.iter().map(Vec::len).collect();
         assert_eq!(lens, [CHALLEN, PAKYLEN, TICKETMSGLEN]);
         assert_eq!(&msgs[2][..8], b"form1 Ts");
-        let (ca, sa) = (c.authinfo().expect("client ai"), s.authinfo().expect("server ai"));
+        let (ca, sa) = (
+            c.authinfo().expect("client ai"),
+            s.authinfo().expect("server ai"),
+        );
         assert_eq!((ca.cuid.as_str(), ca.suid.as_str()), ("glenda", "glenda"));
         assert_eq!((sa.cuid.as_str(), sa.suid.as_str()), ("glenda", "glenda"));
         assert_eq!(ca.secret.0.len(), SECRETLEN);
@@ -932,7 +946,8 @@ mod tests {
         let (mut c, mut s) = pair(&[CKEY], &[SKEY], Some(&dead), "dp9ik");
         let (last, _) = shuttle(&mut c, &mut s, |_, _| {});
         assert!(
-            last.0.starts_with("error dp9ik client get tickets: gettickets: "),
+            last.0
+                .starts_with("error dp9ik client get tickets: gettickets: "),
             "{last:?}"
         );
     }
@@ -940,9 +955,11 @@ mod tests {
     #[test]
     fn tampering_and_replay() {
         let addr = start_as(db());
-        let flip = |at: usize, i: usize| move |n: usize, m: &mut Vec<u8>| {
-            if n == at {
-                m[i] ^= 1;
+        let flip = |at: usize, i: usize| {
+            move |n: usize, m: &mut Vec<u8>| {
+                if n == at {
+                    m[i] ^= 1;
+                }
             }
         };
         // The ticket, the client's authenticator.
@@ -963,7 +980,10 @@ mod tests {
                 m.copy_from_slice(&crate::pak::base_mul_encoded(&[7u8; 56]));
             }
         });
-        assert_eq!(last.1, "error dp9ik server read ticket: key mismatch with auth server");
+        assert_eq!(
+            last.1,
+            "error dp9ik server read ticket: key mismatch with auth server"
+        );
         // Not a point at all.
         let (mut c, mut s) = pair(&[CKEY], &[SKEY], Some(&addr), "dp9ik");
         let (last, _) = shuttle(&mut c, &mut s, |n, m| {
@@ -971,7 +991,10 @@ mod tests {
                 m.fill(0xff);
             }
         });
-        assert_eq!(last.1, "error dp9ik server read paky: auth server protocol botch");
+        assert_eq!(
+            last.1,
+            "error dp9ik server read paky: auth server protocol botch"
+        );
         // The server's authenticator, changed on the way to the client.
         let (mut c, mut s) = pair(&[CKEY], &[SKEY], Some(&addr), "dp9ik");
         let m = c.call(b"read");
@@ -998,7 +1021,10 @@ mod tests {
                 m.copy_from_slice(&old[2]);
             }
         });
-        assert_eq!(last.1, "error dp9ik server read ticket: key mismatch with auth server");
+        assert_eq!(
+            last.1,
+            "error dp9ik server read ticket: key mismatch with auth server"
+        );
         // The old PAK value too.
         let (mut c, mut s) = pair(&[CKEY], &[SKEY], Some(&addr), "dp9ik");
         let (last, _) = shuttle(&mut c, &mut s, |n, m| {
@@ -1006,7 +1032,10 @@ mod tests {
                 m.copy_from_slice(&old[n]);
             }
         });
-        assert_eq!(last.1, "error dp9ik server read ticket: key mismatch with auth server");
+        assert_eq!(
+            last.1,
+            "error dp9ik server read ticket: key mismatch with auth server"
+        );
     }
 
     #[test]
@@ -1046,10 +1075,25 @@ mod tests {
     #[test]
     fn keys_are_checked_and_prepared_once() {
         let k = |s: &str| Key::from_attrs(Attrs::parse(s).expect("attrs"));
-        assert_eq!(check_key(&k("proto=dp9ik user=u !password=p")).unwrap_err(), "need user and dom attributes");
-        assert_eq!(check_key(&k("proto=dp9ik user=u dom=d")).unwrap_err(), "need !password or !hex attribute");
-        assert_eq!(check_key(&k("proto=dp9ik user=u dom=d !hex=abc")).unwrap_err(), "malformed !hex key data");
-        assert!(check_key(&k(&format!("proto=dp9ik user=u dom=d !hex={}", "0f".repeat(16)))).is_ok());
+        assert_eq!(
+            check_key(&k("proto=dp9ik user=u !password=p")).unwrap_err(),
+            "need user and dom attributes"
+        );
+        assert_eq!(
+            check_key(&k("proto=dp9ik user=u dom=d")).unwrap_err(),
+            "need !password or !hex attribute"
+        );
+        assert_eq!(
+            check_key(&k("proto=dp9ik user=u dom=d !hex=abc")).unwrap_err(),
+            "malformed !hex key data"
+        );
+        assert!(
+            check_key(&k(&format!(
+                "proto=dp9ik user=u dom=d !hex={}",
+                "0f".repeat(16)
+            )))
+            .is_ok()
+        );
         let key = ring(&[CKEY]).keys()[0].clone();
         let m1 = material(&key).expect("material");
         let m2 = material(&key).expect("material");

@@ -998,7 +998,10 @@ mod tests {
         assert_eq!(form1::ticket_wire_len(&b[..8]), MAXTICKETLEN);
         assert_eq!(form1::ticket_wire_len(&[0u8; 8]), TICKETLEN);
         assert_eq!(form1::Ticket::open(&b, &k).unwrap(), t);
-        assert_eq!(form1::Ticket::open(&b, &[8u8; 32]).unwrap_err(), Error::Form1);
+        assert_eq!(
+            form1::Ticket::open(&b, &[8u8; 32]).unwrap_err(),
+            Error::Form1
+        );
         for i in [0, 8, 12, 60, 123] {
             let mut c = b;
             c[i] ^= 4;

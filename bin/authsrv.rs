@@ -1,4 +1,5 @@
-//! authsrv: the ticket service of authsrv(6) for p9sk1, with its user database.
+//! authsrv: the ticket service of authsrv(6) for p9sk1 and dp9ik, with its user
+//! database.
 //! See docs/authsrv.md.
 
 use std::io::{BufRead, Write};
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand};
 use factotum::authsrv::{AuthServer, KeyDir, TICKET_PORT};
 use zeroize::Zeroizing;
 
-/// Issue p9sk1 tickets from a directory of users' DES keys (docs/authsrv.md).
+/// Issue p9sk1 and dp9ik tickets from a directory of users' keys (docs/authsrv.md).
 ///
 /// With no subcommand, serves the ticket service on -a (default tcp!*!567, the
 /// "ticket" port). Keys live in -d (default $HOME/lib/authsrv), mode 0700.
@@ -33,8 +34,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Add a user, or change a user's key; the password is the first line of
-    /// standard input
+    /// Add a user, or change a user's keys (DES for p9sk1, AES for dp9ik); the
+    /// password is the first line of standard input
     Adduser { name: String },
     /// Remove a user
     Deluser { name: String },
@@ -149,7 +150,9 @@ fn serve(kd: KeyDir, addr: &str, authdom: Option<String>) {
     if let Ok(a) = l.local_addr() {
         eprintln!("authsrv: serving tickets on {a}");
     }
-    let srv = Arc::new(AuthServer::new(kd, authdom));
+    let srv = Arc::new(AuthServer::new(kd, authdom).unwrap_or_else(|e| fatal(e)));
+    // The table of multiples of the curve's base point, before the first AuthPAK.
+    std::thread::spawn(factotum::pak::warm_up);
     for c in l.incoming() {
         let c = match c {
             Ok(c) => c,

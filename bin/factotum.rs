@@ -316,6 +316,9 @@ fn main() {
     if !o.foreground {
         daemon::background().unwrap_or_else(|e| die(e));
     }
+    // dp9ik's table of multiples of the curve's base point, made now rather than in
+    // the first exchange (after the fork, which would not take the thread along).
+    std::thread::spawn(factotum::pak::warm_up);
     // With timers: needkey and confirm questions wait at most fs::WAIT.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -126,7 +126,7 @@ fn keys_through_ctl() {
     let (_, out, _) = f.nine_p(&["read", "factotum/ctl"], "");
     assert_eq!(out, "");
     let (_, out, _) = f.nine_p(&["read", "factotum/proto"], "");
-    assert_eq!(out, "p9any\np9sk1\npass\n");
+    assert_eq!(out, "p9any\np9sk1\ndp9ik\npass\n");
 }
 
 #[test]

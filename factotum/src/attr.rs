@@ -346,12 +346,19 @@ pub fn matches(pat: &Attrs, a0: &Attrs, a1: &Attrs) -> bool {
     })
 }
 
+/// What a protocol works out from a key once, when the key is added (9front's and
+/// plan9port's `k->priv`): dp9ik's password-derived AES key and its pakhash, say.
+/// Shared between the copies of a key; the protocol zeroes it on drop.
+pub type Derived = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
 /// A key: public attributes (with `proto=` first) and secret ones (names starting
 /// with `!`), kept apart so the secrets are never printed by accident.
 #[derive(Clone)]
 pub struct Key {
     pub public: Attrs,
     pub secret: Attrs,
+    /// What the key's protocol derived from it when it was added, if anything.
+    pub derived: Option<Derived>,
 }
 
 impl fmt::Debug for Key {
@@ -367,6 +374,7 @@ impl Key {
         Key {
             public: Attrs(public),
             secret: Attrs(secret),
+            derived: None,
         }
     }
 

@@ -541,7 +541,7 @@ impl Factotum {
                 err = Some(e);
                 continue;
             };
-            let key = {
+            let mut key = {
                 let mut a = Attrs::new();
                 a.set("proto", desc.name);
                 a.0.extend(rest.0.iter().cloned());
@@ -559,6 +559,16 @@ impl Factotum {
                     self.flog(format!("addkey {}: {e}", desc.name));
                     err = Some(e);
                     continue;
+                }
+            }
+            if let Some(prepare) = desc.prepare {
+                match prepare(&key) {
+                    Ok(d) => key.derived = Some(d),
+                    Err(e) => {
+                        self.flog(format!("addkey {}: {e}", desc.name));
+                        err = Some(e);
+                        continue;
+                    }
                 }
             }
             self.flog(format!("adding key: {}", key.listing()));

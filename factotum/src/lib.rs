@@ -6,6 +6,7 @@ pub mod authsrv;
 pub mod fs;
 pub mod keyfile;
 pub mod pak;
+pub mod proto_dp9ik;
 pub mod proto_p9any;
 pub mod proto_p9sk1;
 pub mod proto_pass;

@@ -7,11 +7,12 @@
 //! then the chosen protocol
 //! ```
 //!
-//! The server offers each key it holds for a protocol p9any may choose (p9sk1, and
-//! dp9ik once it is built) that has a `dom=` and matches the conversation's
-//! attributes; with none it fails ("no valid keys"). The client prefers dp9ik, then
-//! p9sk1, and takes the first offer it has a key for (one without `confirm` first),
-//! asking for a key (`needkey`) when it has none. Once chosen, the conversation's
+//! The server offers each key it holds for a protocol p9any may choose (p9sk1 and
+//! dp9ik) that has a `dom=` and matches the conversation's attributes, p9sk1's
+//! first and then dp9ik's, as 9front orders them (old drawterms take the first
+//! offer they know); with none it fails ("no valid keys"). The client prefers
+//! dp9ik, then p9sk1, and takes the first offer it has a key for, asking for a key
+//! (`needkey`) when it has none. Once chosen, the conversation's
 //! attributes become `proto=P dom=D` and the rest, and the chosen protocol runs;
 //! its errors read `p9any ROLE STATE: P: msg`.
 
@@ -31,6 +32,7 @@ pub const DESC: ProtoDesc = ProtoDesc {
         })
     },
     check: None,
+    prepare: None,
 };
 
 /// The protocols p9any may choose, least preferred first (plan9port's `okproto`).
@@ -88,17 +90,18 @@ impl P9any {
         attr.remove("proto");
         let mut s = String::from("v.2");
         let mut n = 0;
-        for k in ctx.ring.keys() {
-            let Some(p) = k.public.find("proto") else {
-                continue;
-            };
-            if !ok_proto(p) {
-                continue;
-            }
-            if let Some(dom) = k.public.find("dom") {
-                if k.matches(&attr) {
-                    s.push_str(&format!(" {p}@{dom}"));
-                    n += 1;
+        // As 9front: protocol by protocol, p9sk1's keys first (old drawterms take
+        // the first offer they know), then dp9ik's; clients choose by preference.
+        for p in OK_PROTO.iter().filter(|p| ok_proto(p)) {
+            for k in ctx.ring.keys() {
+                if k.public.find("proto") != Some(p) {
+                    continue;
+                }
+                if let Some(dom) = k.public.find("dom") {
+                    if k.matches(&attr) {
+                        s.push_str(&format!(" {p}@{dom}"));
+                        n += 1;
+                    }
                 }
             }
         }

@@ -47,6 +47,7 @@ pub const DESC: ProtoDesc = ProtoDesc {
         }
     },
     check: Some(check_key),
+    prepare: None,
 };
 
 /// How long to wait for the auth server.
@@ -93,9 +94,9 @@ pub fn exact(data: &[u8], n: usize) -> Result<&[u8], Step> {
 }
 
 /// Add plan9port's `addcap`: `cuid=`, `suid=` and an empty `cap=`.
-fn add_cap(attrs: &mut Attrs, t: &Ticket) {
-    attrs.0.push(Attr::val("cuid", &t.cuid));
-    attrs.0.push(Attr::val("suid", &t.suid));
+pub(crate) fn add_cap(attrs: &mut Attrs, cuid: &str, suid: &str) {
+    attrs.0.push(Attr::val("cuid", cuid));
+    attrs.0.push(Attr::val("suid", suid));
     attrs.0.push(Attr::val("cap", ""));
 }
 
@@ -108,16 +109,17 @@ fn authinfo(t: &Ticket) -> AuthInfo {
     }
 }
 
-/// Dial the auth server for `dom` and get the two tickets for `tr`
-/// (plan9port's `getastickets`).
-fn as_tickets(ctx: &Ctx<'_>, key: &Key, tr: &Ticketreq) -> Result<[u8; 2 * TICKETLEN], String> {
+/// Dial the auth server for `dom`: the key's `auth=`, else factotum's `-a`, else
+/// `$auth`; tcp, port `ticket` (567) unless given. The connection has timeouts and
+/// no Nagle delay (the AS protocols are small messages each way).
+pub(crate) fn dial_auth(ctx: &Ctx<'_>, key: &Key, dom: &str) -> Result<TcpStream, String> {
     let env = std::env::var("auth").ok().filter(|s| !s.is_empty());
     let addr = key
         .find("auth")
         .map(str::to_string)
         .or_else(|| ctx.authaddr.map(str::to_string))
         .or(env)
-        .ok_or_else(|| format!("no auth server found for {}", tr.authdom))?;
+        .ok_or_else(|| format!("no auth server found for {dom}"))?;
     let (host, port) = match lib9::dial::parse_host(&addr, "ticket") {
         Ok(lib9::dial::Addr::Tcp { host, port }) => (host, port),
         Ok(_) => return Err(format!("{addr}: auth server must be on tcp")),
@@ -130,15 +132,70 @@ fn as_tickets(ctx: &Ctx<'_>, key: &Key, tr: &Ticketreq) -> Result<[u8; 2 * TICKE
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for a in addrs {
         match TcpStream::connect_timeout(&a, AS_TIMEOUT) {
-            Ok(mut s) => {
+            Ok(s) => {
                 let _ = s.set_read_timeout(Some(AS_TIMEOUT));
                 let _ = s.set_write_timeout(Some(AS_TIMEOUT));
-                return get_tickets(&mut s, tr).map_err(|e| e.to_string());
+                let _ = s.set_nodelay(true);
+                return Ok(s);
             }
             Err(e) => last = e,
         }
     }
     Err(format!("{addr}: {last}"))
+}
+
+/// Dial the auth server for `dom` and get the two tickets for `tr`
+/// (plan9port's `getastickets`).
+fn as_tickets(ctx: &Ctx<'_>, key: &Key, tr: &Ticketreq) -> Result<[u8; 2 * TICKETLEN], String> {
+    let mut s = dial_auth(ctx, key, &tr.authdom)?;
+    get_tickets(&mut s, tr).map_err(|e| e.to_string())
+}
+
+/// The client's key template once the server's ticket request is in, with
+/// plan9port's rule: if the caller is the factotum's owner any key will do; if
+/// not, only a `role=speakfor` key, and only for the caller's own name. The
+/// second value says whether it is speaking for the caller.
+pub(crate) fn client_template(
+    ctx: &Ctx<'_>,
+    proto: &str,
+    authdom: &str,
+) -> Result<(Attrs, bool), String> {
+    let user = ctx.attrs.find("user").map(str::to_string);
+    let mut a = ctx.attrs.clone();
+    a.remove("role");
+    a.0.push(Attr::val("proto", proto));
+    let speakfor = if ctx.sysuser == ctx.owner {
+        false
+    } else if user.is_none() || user.as_deref() == Some(ctx.sysuser) {
+        a.remove("user");
+        a.0.push(Attr::val("role", "speakfor"));
+        true
+    } else {
+        return Err(format!(
+            "will not authenticate for {} as {}",
+            crate::attr::quote(ctx.sysuser),
+            crate::attr::quote(user.as_deref().unwrap_or(""))
+        ));
+    };
+    a.0.push(Attr::query("user"));
+    a.0.push(Attr::val("dom", authdom));
+    Ok((a, speakfor))
+}
+
+/// The `badkey` message for a key the auth server disagrees with: the key, the
+/// reason, and a template for a replacement.
+pub(crate) fn badkey_message(key: &Key) -> String {
+    let mut prompt = key.public.clone();
+    for n in ["user", "dom", "!password"] {
+        prompt.remove(n);
+        prompt.0.push(Attr::query(n));
+    }
+    format!(
+        "{} {}\nkey mismatch with auth server\n{}",
+        key.public,
+        key.secret.names(),
+        prompt
+    )
 }
 
 /// plan9port's `mktickets`: with the server's own key, make the tickets without an
@@ -229,19 +286,8 @@ impl Client {
                 // We don't agree with the auth server about the key: say so, and
                 // try again on the next request with whatever key is there then.
                 self.st = CState::ReplaceKey;
-                let mut prompt = key.public.clone();
-                for n in ["user", "dom", "!password"] {
-                    prompt.remove(n);
-                    prompt.0.push(Attr::query(n));
-                }
-                let msg = format!(
-                    "{} {}\nkey mismatch with auth server\n{}",
-                    key.public,
-                    key.secret.names(),
-                    prompt
-                );
                 self.bad = Some(kc);
-                return Step::BadKey(msg);
+                return Step::BadKey(badkey_message(&key));
             }
         };
         let mut out = SecretBytes(Vec::with_capacity(TICKETLEN + AUTHENTLEN));
@@ -309,25 +355,11 @@ impl Proto for Client {
                 };
                 // If the user is the factotum owner, any key will do; if not, only a
                 // speakfor key, and only for the user's own identity.
-                let user = ctx.attrs.find("user").map(str::to_string);
-                let mut a = ctx.attrs.clone();
-                a.remove("role");
-                a.0.push(Attr::val("proto", "p9sk1"));
-                if ctx.sysuser == ctx.owner {
-                    self.speakfor = false;
-                } else if user.is_none() || user.as_deref() == Some(ctx.sysuser) {
-                    self.speakfor = true;
-                    a.remove("user");
-                    a.0.push(Attr::val("role", "speakfor"));
-                } else {
-                    return Step::Error(format!(
-                        "will not authenticate for {} as {}",
-                        crate::attr::quote(ctx.sysuser),
-                        crate::attr::quote(user.as_deref().unwrap_or(""))
-                    ));
-                }
-                a.0.push(Attr::query("user"));
-                a.0.push(Attr::val("dom", &tr.authdom));
+                let (a, speakfor) = match client_template(ctx, "p9sk1", &tr.authdom) {
+                    Ok(x) => x,
+                    Err(e) => return Step::Error(e),
+                };
+                self.speakfor = speakfor;
                 self.tmpl = a;
                 self.tr = tr;
                 self.st = CState::FindKey;
@@ -346,7 +378,7 @@ impl Proto for Client {
                     Err(P9sk1Error::Format(e)) => return Step::Error(e.to_string()),
                     Err(_) => return Step::Error("server lies through his teeth".into()),
                 }
-                add_cap(ctx.attrs, t);
+                add_cap(ctx.attrs, &t.cuid, &t.suid);
                 self.st = CState::Done;
                 Step::Ok(SecretBytes::default())
             }
@@ -419,7 +451,7 @@ impl Proto for Server {
                 let Some(t) = &self.ticket else {
                     return Step::Error("protocol botch".into());
                 };
-                add_cap(ctx.attrs, t);
+                add_cap(ctx.attrs, &t.cuid, &t.suid);
                 self.st = SState::Done;
                 Step::Ok(SecretBytes(self.auth.to_vec()))
             }

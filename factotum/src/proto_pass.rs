@@ -11,6 +11,7 @@ pub const DESC: ProtoDesc = ProtoDesc {
     keyprompt: "user? !password?",
     start: |_role| Box::new(Pass::default()),
     check: None,
+    prepare: None,
 };
 
 #[derive(Default)]

@@ -311,6 +311,9 @@ pub trait Proto: Send {
 /// A protocol's check of a key added on `ctl`.
 pub type KeyCheck = fn(&Key) -> Result<(), String>;
 
+/// A protocol's work on a key added on `ctl`, done once and kept with the key.
+pub type KeyPrepare = fn(&Key) -> Result<crate::attr::Derived, String>;
+
 /// A protocol factotum speaks.
 pub struct ProtoDesc {
     pub name: &'static str,
@@ -323,6 +326,9 @@ pub struct ProtoDesc {
     /// Check a key on `ctl` (plan9port's `checkkey`); without one, the key must
     /// match `keyprompt`.
     pub check: Option<KeyCheck>,
+    /// Derive what the protocol needs from a key as it is added (9front's
+    /// `addkey`), so conversations need not redo it.
+    pub prepare: Option<KeyPrepare>,
 }
 
 /// The protocols built so far.
@@ -330,6 +336,7 @@ pub fn protocols() -> &'static [ProtoDesc] {
     static P: &[ProtoDesc] = &[
         crate::proto_p9any::DESC,
         crate::proto_p9sk1::DESC,
+        crate::proto_dp9ik::DESC,
         crate::proto_pass::DESC,
     ];
     P

@@ -127,6 +127,10 @@ pub enum Error {
     /// The system's random number source failed.
     #[error("no randomness: {0}")]
     Random(String),
+    /// A form1 (dp9ik) message that does not open: a wrong key, a changed byte,
+    /// or not a message of the kind expected.
+    #[error("form1 message corrupted")]
+    Form1,
 }
 
 /// Fill `buf` with random bytes from the operating system.
@@ -644,6 +648,172 @@ impl Passwordreq {
     }
 }
 
+/// Size of a dp9ik ticket key and of an authenticator's nonce.
+pub const NONCELEN: usize = 32;
+/// Size of a marshaled form1 (dp9ik) ticket: signature and counter, the sealed
+/// fields, the tag.
+pub const MAXTICKETLEN: usize = 12 + CHALLEN + 2 * ANAMELEN + NONCELEN + 16;
+/// Size of a marshaled form1 (dp9ik) authenticator.
+pub const MAXAUTHENTLEN: usize = 12 + CHALLEN + NONCELEN + 16;
+
+/// dp9ik's tickets and authenticators: "form1", sealed with ChaCha20-Poly1305
+/// (9front's convT2M, convM2T, convA2M and convM2A when `form` is 1).
+///
+/// | structure | sealed fields | bytes on the wire |
+/// |---|---|---|
+/// | Ticket | chal[8] cuid[28] suid[28] key[32] | 12 + 96 + 16 = 124 |
+/// | Authenticator | chal[8] rand[32] | 12 + 40 + 16 = 68 |
+///
+/// The message type is not sent as a byte: it is named by the 8-byte signature
+/// (`form1 Tc`, `form1 Ts`, `form1 Ac`, `form1 As`, ...) that, with a 4-byte
+/// counter, is the AEAD's nonce; see [`crate::pak::form1_seal`]. A ticket is
+/// sealed with a PAK key (the client's or the server's), an authenticator with
+/// the ticket's 32-byte key.
+pub mod form1 {
+    use super::*;
+    use crate::pak::{form1_check, form1_open, form1_seal};
+
+    /// A dp9ik ticket.
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct Ticket {
+        /// `AUTH_TC` or `AUTH_TS`.
+        pub num: u8,
+        /// The server's challenge (CHs).
+        pub chal: [u8; CHALLEN],
+        /// The user on the client.
+        pub cuid: String,
+        /// The user on the server.
+        pub suid: String,
+        /// The nonce key Kn, 256 bits.
+        pub key: Zeroizing<[u8; NONCELEN]>,
+    }
+
+    impl std::fmt::Debug for Ticket {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("form1::Ticket")
+                .field("num", &self.num)
+                .field("cuid", &self.cuid)
+                .field("suid", &self.suid)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Ticket {
+        /// convT2M with form 1: marshal and seal with a PAK key.
+        pub fn seal(&self, pakkey: &[u8; 32]) -> Result<[u8; MAXTICKETLEN], Error> {
+            check_name("cuid", &self.cuid, ANAMELEN)?;
+            check_name("suid", &self.suid, ANAMELEN)?;
+            let mut b = Zeroizing::new([0u8; 1 + CHALLEN + 2 * ANAMELEN + NONCELEN]);
+            b[0] = self.num;
+            let mut p = 1;
+            b[p..p + CHALLEN].copy_from_slice(&self.chal);
+            p += CHALLEN;
+            put_name(&mut b[p..p + ANAMELEN], &self.cuid);
+            p += ANAMELEN;
+            put_name(&mut b[p..p + ANAMELEN], &self.suid);
+            p += ANAMELEN;
+            b[p..p + NONCELEN].copy_from_slice(&self.key[..]);
+            let v = form1_seal(&b[..], pakkey).map_err(|_| Error::Form1)?;
+            let mut out = [0u8; MAXTICKETLEN];
+            out.copy_from_slice(&v);
+            Ok(out)
+        }
+
+        /// convM2T with form 1: unseal the first `MAXTICKETLEN` bytes of `buf`.
+        /// A wrong key, a changed byte or a message that is not a form1 ticket
+        /// fails as [`Error::Form1`].
+        pub fn open(buf: &[u8], pakkey: &[u8; 32]) -> Result<Ticket, Error> {
+            need("ticket", buf, MAXTICKETLEN)?;
+            let buf = &buf[..MAXTICKETLEN];
+            if !matches!(form1_check(buf), Some(AUTH_TC | AUTH_TS)) {
+                return Err(Error::Form1);
+            }
+            let b = form1_open(buf, pakkey).map_err(|_| Error::Form1)?;
+            let mut p = 1;
+            let mut chal = [0u8; CHALLEN];
+            chal.copy_from_slice(&b[p..p + CHALLEN]);
+            p += CHALLEN;
+            let cuid = get_name("cuid", &b[p..p + ANAMELEN])?;
+            p += ANAMELEN;
+            let suid = get_name("suid", &b[p..p + ANAMELEN])?;
+            p += ANAMELEN;
+            let mut key = Zeroizing::new([0u8; NONCELEN]);
+            key.copy_from_slice(&b[p..p + NONCELEN]);
+            Ok(Ticket {
+                num: b[0],
+                chal,
+                cuid,
+                suid,
+                key,
+            })
+        }
+    }
+
+    /// A dp9ik authenticator: proof of holding the ticket's key, bound to the
+    /// peer's challenge, carrying a nonce for the session secret.
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct Authenticator {
+        /// `AUTH_AC` or `AUTH_AS`.
+        pub num: u8,
+        /// The peer's challenge.
+        pub chal: [u8; CHALLEN],
+        /// This side's nonce (RNc or RNs).
+        pub rand: [u8; NONCELEN],
+    }
+
+    impl std::fmt::Debug for Authenticator {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("form1::Authenticator")
+                .field("num", &self.num)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Authenticator {
+        /// convA2M with form 1: marshal and seal with the ticket's key.
+        pub fn seal(&self, key: &[u8; NONCELEN]) -> Result<[u8; MAXAUTHENTLEN], Error> {
+            let mut b = Zeroizing::new([0u8; 1 + CHALLEN + NONCELEN]);
+            b[0] = self.num;
+            b[1..1 + CHALLEN].copy_from_slice(&self.chal);
+            b[1 + CHALLEN..].copy_from_slice(&self.rand);
+            let v = form1_seal(&b[..], key).map_err(|_| Error::Form1)?;
+            let mut out = [0u8; MAXAUTHENTLEN];
+            out.copy_from_slice(&v);
+            Ok(out)
+        }
+
+        /// convM2A with form 1: unseal the first `MAXAUTHENTLEN` bytes of `buf`.
+        pub fn open(buf: &[u8], key: &[u8; NONCELEN]) -> Result<Authenticator, Error> {
+            need("authenticator", buf, MAXAUTHENTLEN)?;
+            let buf = &buf[..MAXAUTHENTLEN];
+            if !matches!(form1_check(buf), Some(AUTH_AC | AUTH_AS)) {
+                return Err(Error::Form1);
+            }
+            let b = form1_open(buf, key).map_err(|_| Error::Form1)?;
+            let mut chal = [0u8; CHALLEN];
+            chal.copy_from_slice(&b[1..1 + CHALLEN]);
+            let mut rand = [0u8; NONCELEN];
+            rand.copy_from_slice(&b[1 + CHALLEN..1 + CHALLEN + NONCELEN]);
+            Ok(Authenticator {
+                num: b[0],
+                chal,
+                rand,
+            })
+        }
+    }
+
+    /// The length of the ticket at the start of `buf` as the AS sends it: a form1
+    /// ticket when its first 8 bytes are a form1 signature, else a DES one
+    /// (9front's `_asgetticket`).
+    pub fn ticket_wire_len(first8: &[u8]) -> usize {
+        if form1_check(first8).is_some() {
+            MAXTICKETLEN
+        } else {
+            TICKETLEN
+        }
+    }
+}
+
 /// Compare without an early exit.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
@@ -809,6 +979,55 @@ mod tests {
         assert_eq!(TICKETLEN, 72);
         assert_eq!(AUTHENTLEN, 13);
         assert_eq!(PASSREQLEN, 90);
+    }
+
+    #[test]
+    fn form1_structures() {
+        assert_eq!(MAXTICKETLEN, 124);
+        assert_eq!(MAXAUTHENTLEN, 68);
+        let k = [7u8; 32];
+        let t = form1::Ticket {
+            num: AUTH_TS,
+            chal: [1; CHALLEN],
+            cuid: "glenda".into(),
+            suid: "bootes".into(),
+            key: Zeroizing::new([9; NONCELEN]),
+        };
+        let b = t.seal(&k).unwrap();
+        assert_eq!(&b[..8], b"form1 Ts");
+        assert_eq!(form1::ticket_wire_len(&b[..8]), MAXTICKETLEN);
+        assert_eq!(form1::ticket_wire_len(&[0u8; 8]), TICKETLEN);
+        assert_eq!(form1::Ticket::open(&b, &k).unwrap(), t);
+        assert_eq!(
+            form1::Ticket::open(&b, &[8u8; 32]).unwrap_err(),
+            Error::Form1
+        );
+        for i in [0, 8, 12, 60, 123] {
+            let mut c = b;
+            c[i] ^= 4;
+            assert!(form1::Ticket::open(&c, &k).is_err(), "byte {i}");
+        }
+        assert!(matches!(
+            form1::Ticket::open(&b[..100], &k),
+            Err(Error::Short { .. })
+        ));
+        let a = form1::Authenticator {
+            num: AUTH_AC,
+            chal: [2; CHALLEN],
+            rand: [3; NONCELEN],
+        };
+        let ab = a.seal(&t.key).unwrap();
+        assert_eq!(&ab[..8], b"form1 Ac");
+        assert_eq!(form1::Authenticator::open(&ab, &t.key).unwrap(), a);
+        // An authenticator is not a ticket, nor the other way round.
+        assert!(form1::Ticket::open(&[&ab[..], &[0u8; 56]].concat(), &t.key).is_err());
+        assert!(form1::Authenticator::open(&b, &k).is_err());
+        let long = "x".repeat(ANAMELEN);
+        let bad = form1::Ticket {
+            cuid: long,
+            ..t.clone()
+        };
+        assert!(bad.seal(&k).is_err());
     }
 
     #[test]

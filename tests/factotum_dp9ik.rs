@@ -1,0 +1,547 @@
+//! dp9ik end to end: one authsrv, two factotums (the client's and the server's, each
+//! in its own $NAMESPACE), and a shuttle here that carries messages between their rpc
+//! files as auth_proxy and a 9P server would; p9any choosing between dp9ik and p9sk1.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use factotum::rpc::AuthInfo;
+use lib9::blocking::{Client, Fid};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A process killed (by pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An authsrv on an ephemeral port, with users glenda and bootes.
+struct AuthSrv {
+    _p: Proc,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+fn adduser(dir: &std::path::Path, name: &str, pw: &str) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_authsrv"))
+        .arg("-d")
+        .arg(dir)
+        .args(["adduser", name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("authsrv adduser");
+    if let Some(mut i) = c.stdin.take() {
+        writeln!(i, "{pw}").expect("password");
+    }
+    assert!(c.wait().expect("wait").success());
+}
+
+impl AuthSrv {
+    fn start() -> AuthSrv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        adduser(&keys, "glenda", "glenda pw");
+        adduser(&keys, "bootes", "bootes pw");
+        let mut p = Proc(
+            Command::new(env!("CARGO_BIN_EXE_authsrv"))
+                .arg("-d")
+                .arg(&keys)
+                .args(["-a", "tcp!127.0.0.1!0"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start authsrv"),
+        );
+        let err = p.0.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(err).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(LIMIT).expect("authsrv did not start");
+        let hostport = line.trim().rsplit(' ').next().unwrap_or("").to_string();
+        let (host, port) = hostport.rsplit_once(':').expect("address");
+        AuthSrv {
+            _p: p,
+            dir,
+            addr: format!("tcp!{host}!{port}"),
+        }
+    }
+
+    /// The second line of a user's key file: the AES key, in hex.
+    fn aes_hex(&self, user: &str) -> String {
+        let f = self.dir.path().join("keys/users").join(user);
+        let text = std::fs::read_to_string(f).expect("key file");
+        text.lines().nth(1).expect("aes line").to_string()
+    }
+}
+
+/// A factotum in its own $NAMESPACE, with the auth server given by -a.
+struct Factotum {
+    _p: Proc,
+    _ns: tempfile::TempDir,
+    client: Client,
+}
+
+impl Factotum {
+    fn start(authaddr: &str, keys: &[&str]) -> Factotum {
+        let ns = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(ns.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let p = Proc(
+            Command::new(env!("CARGO_BIN_EXE_factotum"))
+                .args(["-n", "-f", "-a", authaddr])
+                .env("NAMESPACE", ns.path())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start factotum"),
+        );
+        let sock: PathBuf = ns.path().join("factotum");
+        let deadline = Instant::now() + LIMIT;
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "factotum did not post itself");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let client = Client::dial(&format!("unix!{}", sock.display())).expect("dial");
+        let f = Factotum {
+            _p: p,
+            _ns: ns,
+            client,
+        };
+        for k in keys {
+            f.ctl(&format!("key {k}")).expect("add key");
+        }
+        f
+    }
+
+    fn ctl(&self, line: &str) -> Result<(), String> {
+        let root = self.client.attach(&lib9::ns::user(), "").expect("attach");
+        let mut ctl = root.walk("ctl").expect("walk ctl");
+        ctl.open(lib9::fcall::OWRITE).expect("open ctl");
+        ctl.write(0, Bytes::copy_from_slice(line.as_bytes()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn rpc(&self) -> Rpc {
+        let root = self.client.attach(&lib9::ns::user(), "").expect("attach");
+        let mut fid = root.walk("rpc").expect("walk rpc");
+        fid.open(lib9::fcall::ORDWR).expect("open rpc");
+        Rpc(fid)
+    }
+
+    fn log(&self) -> String {
+        let root = self.client.attach(&lib9::ns::user(), "").expect("attach");
+        let mut log = root.walk("log").expect("walk log");
+        log.open(lib9::fcall::OREAD).expect("open log");
+        String::from_utf8_lossy(&log.read_all().expect("read log")).into_owned()
+    }
+}
+
+/// One open of `rpc`.
+struct Rpc(Fid);
+
+impl Rpc {
+    fn call(&self, verb: &str, data: &[u8]) -> Vec<u8> {
+        let mut req = verb.as_bytes().to_vec();
+        if !data.is_empty() {
+            req.push(b' ');
+            req.extend_from_slice(data);
+        }
+        self.0.write(0, Bytes::from(req)).expect("write rpc");
+        self.0.read(0, 8192).expect("read rpc").to_vec()
+    }
+
+    fn text(&self, verb: &str, data: &[u8]) -> String {
+        String::from_utf8_lossy(&self.call(verb, data)).into_owned()
+    }
+
+    /// A `read` whose reply must be `ok` and data: the data.
+    fn msg(&self) -> Vec<u8> {
+        let r = self.call("read", b"");
+        match r.strip_prefix(b"ok ") {
+            Some(d) => d.to_vec(),
+            None => panic!("read: {}", String::from_utf8_lossy(&r)),
+        }
+    }
+
+    fn authinfo(&self) -> Result<AuthInfo, String> {
+        let r = self.call("authinfo", b"");
+        match r.strip_prefix(b"ok ") {
+            Some(b) => AuthInfo::from_bytes(b).map_err(|e| e.to_string()),
+            None => Err(String::from_utf8_lossy(&r).into_owned()),
+        }
+    }
+}
+
+/// What a shuttle saw.
+struct Run {
+    /// The last reply from each side that was not `ok`/`phase`: (client, server).
+    last: (String, String),
+    /// Every message carried to the server (after any edit).
+    to_server: Vec<Vec<u8>>,
+}
+
+/// Carry messages between the two conversations, server first, until both are
+/// done or one says something other than ok or phase. `edit` may change the n-th
+/// message to the server on its way.
+fn shuttle_with(c: &Rpc, s: &Rpc, mut edit: impl FnMut(usize, &mut Vec<u8>)) -> Run {
+    let mut run = Run {
+        last: (String::new(), String::new()),
+        to_server: Vec::new(),
+    };
+    let deadline = Instant::now() + LIMIT;
+    let (mut cdone, mut sdone) = (false, false);
+    while !(cdone && sdone) {
+        assert!(Instant::now() < deadline, "shuttle did not finish");
+        for server_side in [true, false] {
+            let (from, to) = if server_side { (s, c) } else { (c, s) };
+            let r = from.call("read", b"");
+            if let Some(data) = r.strip_prefix(b"ok ") {
+                let mut data = data.to_vec();
+                if !server_side {
+                    edit(run.to_server.len(), &mut data);
+                    run.to_server.push(data.clone());
+                }
+                let w = to.text("write", &data);
+                if w != "ok" {
+                    if server_side {
+                        run.last.0 = w;
+                    } else {
+                        run.last.1 = w;
+                    }
+                    return run;
+                }
+            } else {
+                let text = String::from_utf8_lossy(&r).into_owned();
+                if r.starts_with(b"done") {
+                    if server_side {
+                        sdone = true;
+                    } else {
+                        cdone = true;
+                    }
+                }
+                let stop = !r.starts_with(b"done") && !r.starts_with(b"phase ");
+                if server_side {
+                    run.last.1 = text;
+                } else {
+                    run.last.0 = text;
+                }
+                if stop {
+                    return run;
+                }
+            }
+        }
+    }
+    run
+}
+
+fn shuttle(c: &Rpc, s: &Rpc) -> Run {
+    shuttle_with(c, s, |_, _| {})
+}
+
+const CLIENT_KEY: &str = "proto=dp9ik dom=dom user=glenda !password='glenda pw'";
+const SERVER_KEY: &str = "proto=dp9ik dom=dom user=bootes role=server !password='bootes pw'";
+const CLIENT_SK1: &str = "proto=p9sk1 dom=dom user=glenda !password='glenda pw'";
+const SERVER_SK1: &str = "proto=p9sk1 dom=dom user=bootes role=server !password='bootes pw'";
+
+fn both_done(run: &Run) {
+    assert_eq!(
+        run.last,
+        ("done haveai".to_string(), "done haveai".to_string())
+    );
+}
+
+fn start(cf: &Factotum, sf: &Factotum, proto: &str) -> (Rpc, Rpc) {
+    let (c, s) = (cf.rpc(), sf.rpc());
+    assert_eq!(
+        c.text("start", format!("proto={proto} role=client").as_bytes()),
+        "ok"
+    );
+    assert_eq!(
+        s.text("start", format!("proto={proto} role=server").as_bytes()),
+        "ok"
+    );
+    (c, s)
+}
+
+#[test]
+fn p9any_dp9ik_success() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    let (c, s) = start(&cf, &sf, "p9any");
+    let run = shuttle(&c, &s);
+    both_done(&run);
+    // The choice, then dp9ik's: CHc, the AS's value for the server, and the
+    // server's form1 ticket with the client's authenticator.
+    assert_eq!(run.to_server[0], b"dp9ik dom\0");
+    let lens: Vec<usize> = run.to_server[1..].iter().map(Vec::len).collect();
+    assert_eq!(lens, [8, 56, 124 + 68]);
+    assert_eq!(&run.to_server[3][..8], b"form1 Ts");
+    assert_eq!(&run.to_server[3][124..132], b"form1 Ac");
+    let ca = c.authinfo().expect("client authinfo");
+    let sa = s.authinfo().expect("server authinfo");
+    assert_eq!((ca.cuid.as_str(), ca.suid.as_str()), ("glenda", "glenda"));
+    assert_eq!((sa.cuid.as_str(), sa.suid.as_str()), ("glenda", "glenda"));
+    assert_eq!(ca.secret.0.len(), 256);
+    assert_eq!(ca.secret, sa.secret);
+    let attr = s.text("attr", b"");
+    assert!(attr.contains("proto=dp9ik dom=dom"), "{attr}");
+    assert!(attr.contains("cuid=glenda suid=glenda cap=''"), "{attr}");
+    assert!(!attr.contains("secret"), "{attr}");
+    for f in [&cf, &sf] {
+        let log = f.log();
+        assert!(!log.contains("pw"), "{log}");
+    }
+    // Another conversation, another secret.
+    let (c2, s2) = start(&cf, &sf, "p9any");
+    both_done(&shuttle(&c2, &s2));
+    assert_ne!(c2.authinfo().expect("authinfo").secret, ca.secret);
+}
+
+#[test]
+fn dp9ik_direct_with_the_as_key_in_hex() {
+    let a = AuthSrv::start();
+    // authsrv adduser keeps the AES key beside the DES key; factotum takes it as
+    // !hex=, as 9front's does.
+    let hex = a.aes_hex("bootes");
+    assert_eq!(hex.len(), 32);
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(
+        &a.addr,
+        &[&format!("proto=dp9ik dom=dom user=bootes !hex={hex}")],
+    );
+    let (c, s) = start(&cf, &sf, "dp9ik");
+    // The client speaks first: the server's read is out of turn.
+    assert_eq!(
+        s.text("read", b""),
+        "phase in state 'read challenge' want 'write'"
+    );
+    both_done(&shuttle(&c, &s));
+    assert_eq!(c.authinfo().unwrap().secret, s.authinfo().unwrap().secret);
+    // A malformed key is refused on ctl.
+    assert_eq!(
+        sf.ctl("key proto=dp9ik dom=dom user=x !hex=123"),
+        Err("malformed !hex key data".to_string())
+    );
+}
+
+#[test]
+fn wrong_password_and_unknown_user() {
+    let a = AuthSrv::start();
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    for key in [
+        "proto=dp9ik dom=dom user=glenda !password=wrong",
+        "proto=dp9ik dom=dom user=nobody !password=whatever",
+    ] {
+        let cf = Factotum::start(&a.addr, &[key]);
+        let (c, s) = start(&cf, &sf, "p9any");
+        let run = shuttle(&c, &s);
+        assert!(
+            run.last.0.starts_with("badkey proto=dp9ik dom=dom user="),
+            "{:?}",
+            run.last
+        );
+        assert!(run.last.0.contains("\nkey mismatch with auth server\n"));
+        assert!(!run.last.0.contains("wrong") && !run.last.0.contains("whatever"));
+        assert_eq!(
+            c.text("read", b""),
+            "error p9any client replace key: dp9ik: key mismatch with auth server"
+        );
+        assert_eq!(
+            c.authinfo().unwrap_err(),
+            "error conversation not successful"
+        );
+    }
+    // The server's password wrong: the client gets its ticket, the server cannot
+    // open its own.
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let bad = Factotum::start(
+        &a.addr,
+        &["proto=dp9ik dom=dom user=bootes !password=wrong"],
+    );
+    let (c, s) = start(&cf, &bad, "p9any");
+    let run = shuttle(&c, &s);
+    assert_eq!(
+        run.last.1,
+        "error p9any server read ticket: dp9ik: key mismatch with auth server"
+    );
+    assert_eq!(
+        s.authinfo().unwrap_err(),
+        "error conversation not successful"
+    );
+    assert_eq!(c.authinfo().unwrap_err(), "error conversation still active");
+}
+
+#[test]
+fn replayed_ticket_is_refused() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    let (c, s) = start(&cf, &sf, "p9any");
+    let first = shuttle(&c, &s);
+    both_done(&first);
+    // A later conversation gets the old ticket message, then the old PAK value
+    // and ticket message: neither opens with the new PAK key.
+    for from in [3, 2] {
+        let (c, s) = start(&cf, &sf, "p9any");
+        let run = shuttle_with(&c, &s, |n, m| {
+            if n >= from {
+                *m = first.to_server[n].clone();
+            }
+        });
+        assert_eq!(
+            run.last.1,
+            "error p9any server read ticket: dp9ik: key mismatch with auth server"
+        );
+        assert_eq!(
+            s.authinfo().unwrap_err(),
+            "error conversation not successful"
+        );
+    }
+}
+
+#[test]
+fn tampered_messages() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    for (at, byte, want) in [
+        // The ticket: its signature, counter, names, tag.
+        (3, 0, "key mismatch with auth server"),
+        (3, 9, "key mismatch with auth server"),
+        (3, 50, "key mismatch with auth server"),
+        (3, 123, "key mismatch with auth server"),
+        // The client's authenticator.
+        (3, 124, "client lies through his teeth"),
+        (3, 124 + 30, "client lies through his teeth"),
+        (3, 191, "client lies through his teeth"),
+        // The relayed PAK value: another point or none.
+        (2, 55, "key mismatch with auth server"),
+    ] {
+        let (c, s) = start(&cf, &sf, "p9any");
+        let run = shuttle_with(&c, &s, |n, m| {
+            if n == at {
+                m[byte] ^= 0x01;
+            }
+        });
+        let state = if run.last.1.contains("read paky") {
+            "read paky"
+        } else {
+            "read ticket"
+        };
+        let msg = if state == "read paky" {
+            "auth server protocol botch"
+        } else {
+            want
+        };
+        assert_eq!(
+            run.last.1,
+            format!("error p9any server {state}: dp9ik: {msg}"),
+            "message {at} byte {byte}"
+        );
+    }
+    let (c, s) = start(&cf, &sf, "p9any");
+    let run = shuttle_with(&c, &s, |n, m| {
+        if n == 2 {
+            m.fill(0xff);
+        }
+    });
+    assert_eq!(
+        run.last.1,
+        "error p9any server read paky: dp9ik: auth server protocol botch"
+    );
+    // The server's authenticator, changed on its way to the client.
+    let (c, s) = start(&cf, &sf, "dp9ik");
+    assert_eq!(s.text("write", &c.msg()), "ok");
+    assert_eq!(c.text("write", &s.msg()), "ok");
+    assert_eq!(s.text("write", &c.msg()), "ok");
+    assert_eq!(s.text("write", &c.msg()), "ok");
+    let mut auth = s.msg();
+    assert_eq!(auth.len(), 68);
+    assert_eq!(s.text("read", b""), "done haveai");
+    auth[40] ^= 0x10;
+    assert_eq!(
+        c.text("write", &auth),
+        "error dp9ik client read auth: server lies through his teeth"
+    );
+    assert_eq!(
+        c.authinfo().unwrap_err(),
+        "error conversation not successful"
+    );
+}
+
+#[test]
+fn truncated_exchange() {
+    let a = AuthSrv::start();
+    let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
+    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
+    let (c, s) = start(&cf, &sf, "dp9ik");
+    let chal = c.msg();
+    assert_eq!(s.text("write", &chal[..5]), "toosmall 8");
+    assert_eq!(s.text("write", &chal), "ok");
+    let req = s.msg();
+    assert_eq!(req.len(), 141 + 56);
+    assert_eq!(req[0], 19, "AuthPAK");
+    assert_eq!(c.text("write", &req[..141]), "toosmall 197");
+    assert_eq!(c.text("write", &req), "ok");
+    let y = c.msg();
+    assert_eq!(s.text("write", &y[..55]), "toosmall 56");
+    let mut long = y.clone();
+    long.push(0);
+    assert_eq!(
+        s.text("write", &long),
+        "error too much data; want 56 got 57"
+    );
+    assert_eq!(s.text("write", &y), "ok");
+    let t = c.msg();
+    assert_eq!(s.text("write", &t[..124]), "toosmall 192");
+    // The client goes away: the server's conversation never succeeds.
+    drop(c);
+    assert_eq!(
+        s.text("read", b""),
+        "phase in state 'read ticket' want 'write'"
+    );
+    assert_eq!(s.authinfo().unwrap_err(), "error conversation still active");
+    assert_eq!(s.text("write", b"short"), "toosmall 192");
+}
+
+#[test]
+fn p9any_falls_back_to_p9sk1() {
+    let a = AuthSrv::start();
+    let both_c = Factotum::start(&a.addr, &[CLIENT_SK1, CLIENT_KEY]);
+    let both_s = Factotum::start(&a.addr, &[SERVER_KEY, SERVER_SK1]);
+    let only_c = Factotum::start(&a.addr, &[CLIENT_SK1]);
+    let only_s = Factotum::start(&a.addr, &[SERVER_SK1]);
+    // Both protocols on both sides: offered p9sk1 first, as 9front's, chosen dp9ik.
+    let (c, s) = start(&both_c, &both_s, "p9any");
+    let offer = s.msg();
+    assert_eq!(offer, b"v.2 p9sk1@dom dp9ik@dom\0");
+    assert_eq!(c.text("write", &offer), "ok");
+    assert_eq!(c.msg(), b"dp9ik dom\0");
+    for (cf, sf, want, secret) in [
+        (&both_c, &both_s, "dp9ik", 256),
+        (&only_c, &both_s, "p9sk1", 8),
+        (&both_c, &only_s, "p9sk1", 8),
+    ] {
+        let (c, s) = start(cf, sf, "p9any");
+        let run = shuttle(&c, &s);
+        both_done(&run);
+        assert_eq!(run.to_server[0], format!("{want} dom\0").as_bytes());
+        let (ca, sa) = (c.authinfo().unwrap(), s.authinfo().unwrap());
+        assert_eq!(ca.secret.0.len(), secret);
+        assert_eq!(ca.secret, sa.secret);
+        assert_eq!(sa.cuid, "glenda");
+    }
+}

@@ -110,6 +110,10 @@ fn key(user: &str, pw: &str) -> String {
     format!("proto=p9sk1 dom={DOM} user={user} !password='{pw}'")
 }
 
+fn dp9ik(user: &str, pw: &str) -> String {
+    format!("proto=dp9ik dom={DOM} user={user} !password='{pw}'")
+}
+
 /// Everything one test needs: an authsrv, the server's factotum and an
 /// authenticating ramfs on a unix socket, and a client $NAMESPACE whose factotum
 /// holds `client_keys`.
@@ -128,7 +132,11 @@ impl World {
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, authaddr) = authsrv(dir.path());
         let sns = dir.path().join("server-ns");
-        let f1 = factotum(&sns, &authaddr, &[key("bootes", "bootes pw")]);
+        let f1 = factotum(
+            &sns,
+            &authaddr,
+            &[key("bootes", "bootes pw"), dp9ik("bootes", "bootes pw")],
+        );
         let cns = dir.path().join("client-ns");
         let f2 = factotum(&cns, &authaddr, client_keys);
         let sock = dir.path().join("ram.sock");
@@ -387,4 +395,29 @@ fn ninepfuse_without_key_is_refused() {
         text(&o.stderr)
     );
     assert!(!mounted(&mnt));
+}
+
+#[test]
+fn dp9ik_is_chosen_when_the_client_has_a_key_for_it() {
+    let w = World::new(&[dp9ik("glenda", "glenda pw")]);
+    let o = w.nine(&["create", "d"], "");
+    assert!(o.status.success(), "create: {}", text(&o.stderr));
+    let c = lib9::blocking::Client::dial(&w.addr).expect("dial");
+    let (rt, inner) = c.inner();
+    let f = format!("unix!{}", w.client_ns().join("factotum").display());
+    let r: Result<(), String> = rt.block_on(async {
+        let afid = inner.auth("glenda", "").await.map_err(|e| e.to_string())?;
+        let ai = lib9::auth::proxy_at(&afid, "proto=p9any role=client", &f)
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(ai.cuid, "glenda");
+        // dp9ik's session secret is 256 bytes; p9sk1's 8.
+        assert_eq!(ai.secret.len(), 256);
+        inner
+            .attach_auth(Some(&afid), "glenda", "")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    r.expect("dp9ik exchange and attach");
 }

@@ -421,3 +421,39 @@ fn dp9ik_is_chosen_when_the_client_has_a_key_for_it() {
     });
     r.expect("dp9ik exchange and attach");
 }
+
+#[test]
+fn rc_mount_authenticates_and_mount_n_does_not() {
+    if !fuse_usable() {
+        assert!(
+            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
+            "/dev/fuse and root are needed"
+        );
+        eprintln!("skipped: needs /dev/fuse and root");
+        return;
+    }
+    let w = World::new(&[key("glenda", "glenda pw")]);
+    assert!(w.nine(&["create", "m"], "").status.success());
+    assert!(w.nine(&["write", "m"], "via rc\n").status.success());
+    let script = format!(
+        "rfork n; mount '{a}' /n || exit mount; cat /n/m; mount -n '{a}' /mnt; echo status $status",
+        a = w.addr
+    );
+    let c = Command::new(env!("CARGO_BIN_EXE_rc"))
+        .args(["-c", &script])
+        .env("NAMESPACE", w.client_ns())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rc");
+    let o = wait_output(c);
+    let out = text(&o.stdout);
+    // The first mount authenticated; the second, with -n, was refused.
+    assert!(
+        out.starts_with("via rc\nstatus "),
+        "{out}{}",
+        text(&o.stderr)
+    );
+    assert!(out.contains("authentication required"), "{out}");
+}

@@ -124,29 +124,43 @@ impl AuthInfo {
     }
 }
 
+/// Where the user's factotum is: `$factotum` if set (a dial string or a service
+/// name), else the service `factotum` in `$NAMESPACE`.
+pub fn factotum_addr() -> String {
+    std::env::var("factotum")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "factotum".into())
+}
+
 /// A conversation with factotum: its `rpc` file, open.
 pub struct Rpc {
     fid: Fid,
 }
 
 impl Rpc {
-    /// Open a new conversation with the user's factotum: `$factotum` if set (a dial
-    /// string or service name), else the service `factotum`.
+    /// Open a new conversation with the user's factotum (see [`factotum_addr`]).
     pub async fn open() -> Result<Rpc> {
-        let addr = std::env::var("factotum")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "factotum".into());
-        Rpc::open_at(&addr).await
+        Rpc::open_at(&factotum_addr()).await
     }
 
     /// Open a new conversation with the factotum at `addr`.
     pub async fn open_at(addr: &str) -> Result<Rpc> {
-        let c = Client::dial(addr)
+        let conn = crate::dial::dial(addr)
+            .await
+            .map_err(|e| Error::Factotum(format!("{addr}: {e}")))?;
+        Rpc::open_conn(conn, addr, &crate::ns::user()).await
+    }
+
+    /// Open a conversation on a connection already made to a factotum (`addr`
+    /// names it in errors), attaching as the local user `me` (factotum lets its
+    /// owner use any key, others only keys that speak for them).
+    pub async fn open_conn(conn: crate::dial::Conn, addr: &str, me: &str) -> Result<Rpc> {
+        let c = Client::connect(conn, client::Options::default())
             .await
             .map_err(|e| Error::Factotum(format!("{addr}: {e}")))?;
         let root = c
-            .attach_auth(None, &crate::ns::user(), "")
+            .attach_auth(None, me, "")
             .await
             .map_err(|e| Error::Factotum(format!("{addr}: {e}")))?;
         let mut fid = root
@@ -270,12 +284,32 @@ async fn proxy_rpc(afid: &Fid, params: &str, rpc: Rpc) -> Result<AuthInfo> {
 /// as the user it proved (its `cuid`). If authentication fails, an attach without
 /// it is tried, as Plan 9's mount does: servers that allow both take it.
 pub async fn attach(c: &Client, uname: &str, aname: &str) -> client::Result<Fid> {
+    attach_with(c, uname, aname, None).await
+}
+
+/// [`attach`], reaching factotum through `factotum`, a connection made to it
+/// beforehand (for a process that can no longer dial it), if given; factotum is
+/// then told the local user is `uname`.
+pub async fn attach_with(
+    c: &Client,
+    uname: &str,
+    aname: &str,
+    factotum: Option<crate::dial::Conn>,
+) -> client::Result<Fid> {
     let afid = match c.auth(uname, aname).await {
         Ok(a) => a,
         Err(client::Error::Rerror(_)) => return c.attach_auth(None, uname, aname).await,
         Err(e) => return Err(e),
     };
-    match proxy(&afid, "proto=p9any role=client").await {
+    let params = "proto=p9any role=client";
+    let r = match factotum {
+        Some(conn) => match Rpc::open_conn(conn, &factotum_addr(), uname).await {
+            Ok(rpc) => proxy_rpc(&afid, params, rpc).await,
+            Err(e) => Err(e),
+        },
+        None => proxy(&afid, params).await,
+    };
+    match r {
         Ok(ai) => {
             let r = c.attach_auth(Some(&afid), &ai.cuid, aname).await;
             let _ = afid.clunk().await;

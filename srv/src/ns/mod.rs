@@ -441,6 +441,7 @@ pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
         addr: addr.clone(),
         aname: aname.to_string(),
         cache: f.cache,
+        noauth: f.noauth,
     })
     .map_err(|e| Error::Msg(format!("{service}: {e}")))?;
     if f.order == Order::Replace {
@@ -457,6 +458,7 @@ pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
         addr,
         aname: aname.to_string(),
         cache: f.cache,
+        noauth: f.noauth,
     };
     add_member(&oldc, dir, f, format!("mount {}", svc.text()))
 }
@@ -643,17 +645,24 @@ pub fn unmount(new: Option<&str>, old: &str) -> Result<()> {
 
 /// A 9P service as the engine records it: in a 9P mount's source (`9p:` and this
 /// text) and in a union member's label (`mount ` and this text). The text is
-/// `[-C ]addr[ aname]`.
+/// `[-C ][-n ]addr[ aname]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Service {
     pub(crate) addr: String,
     pub(crate) aname: String,
     pub(crate) cache: bool,
+    /// `-n`: attached without authentication.
+    pub(crate) noauth: bool,
 }
 
 impl Service {
     pub(crate) fn text(&self) -> String {
-        let mut t = format!("{}{}", if self.cache { "-C " } else { "" }, self.addr);
+        let mut t = format!(
+            "{}{}{}",
+            if self.cache { "-C " } else { "" },
+            if self.noauth { "-n " } else { "" },
+            self.addr
+        );
         if !self.aname.is_empty() {
             t.push(' ');
             t.push_str(&self.aname);
@@ -666,11 +675,16 @@ impl Service {
             Some(r) => (true, r),
             None => (false, t),
         };
+        let (noauth, t) = match t.strip_prefix("-n ") {
+            Some(r) => (true, r),
+            None => (false, t),
+        };
         let (addr, aname) = t.split_once(' ').unwrap_or((t, ""));
         Service {
             addr: addr.to_string(),
             aname: aname.to_string(),
             cache,
+            noauth,
         }
     }
 
@@ -688,6 +702,7 @@ impl Service {
     fn line(&self, f: Flags, old: &str) -> String {
         let w = Flags {
             cache: self.cache,
+            noauth: self.noauth,
             ..f
         }
         .word(true);
@@ -826,6 +841,7 @@ pub(crate) enum Server {
         addr: String,
         aname: String,
         cache: bool,
+        noauth: bool,
     },
 }
 
@@ -849,12 +865,24 @@ fn spawn(server: Server) -> std::result::Result<OwnedFd, String> {
                 args.push(h.label.clone());
             }
         }
-        Server::NineP { addr, aname, cache } => {
+        Server::NineP {
+            addr,
+            aname,
+            cache,
+            noauth,
+        } => {
             args.push("9p".into());
             args.push(theirs.as_raw_fd().to_string());
             args.push(addr.clone());
             args.push(aname.clone());
-            args.push(if *cache { "C" } else { "-" }.into());
+            let mut fl = String::from("-");
+            if *cache {
+                fl.push('C');
+            }
+            if *noauth {
+                fl.push('n');
+            }
+            args.push(fl);
         }
     }
     let cprog =
@@ -975,11 +1003,17 @@ mod tests {
 
     #[test]
     fn services_read_back_and_print_as_mount_lines() {
-        for (cache, aname) in [(false, ""), (true, ""), (false, "sub dir"), (true, "x")] {
+        for (cache, noauth, aname) in [
+            (false, false, ""),
+            (true, false, ""),
+            (false, true, "sub dir"),
+            (true, true, "x"),
+        ] {
             let s = Service {
                 addr: "unix!/tmp/ns.u/ram".into(),
                 aname: aname.into(),
                 cache,
+                noauth,
             };
             assert_eq!(
                 Service::of_source(&format!("9p:{}", s.text())),

@@ -49,7 +49,8 @@ pub fn main(args: &[String]) -> i32 {
         "9p" if rest.len() == 3 => Server::NineP {
             addr: rest[0].clone(),
             aname: rest[1].clone(),
-            cache: rest[2] == "C",
+            cache: rest[2].contains('C'),
+            noauth: rest[2].contains('n'),
         },
         _ => {
             send(&report, "bad arguments", None);
@@ -161,14 +162,27 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 Err(_) => 1,
             }
         }
-        Server::NineP { addr, aname, cache } => {
+        Server::NineP {
+            addr,
+            aname,
+            cache,
+            noauth,
+        } => {
             // Connect here, where the service's name means something; then leave the
             // name space before any thread is started (a thread would stay in it and
-            // keep it alive), and only then speak 9P.
+            // keep it alive), and only then speak 9P. factotum too is reached from
+            // here, in case the service asks for authentication.
             let stream = match connect(&addr) {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
+            let factotum = if noauth {
+                None
+            } else {
+                connect(&lib9::auth::factotum_addr()).ok()
+            };
+            // The user's name too: /etc/passwd goes with the name space.
+            let user = lib9::ns::user();
             leave();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -178,7 +192,6 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("runtime: {e}")),
             };
-            let user = lib9::ns::user();
             let conn = rt.block_on(async {
                 let conn = stream
                     .into_conn()
@@ -186,7 +199,13 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 let c = lib9::Client::connect(conn, lib9::client::Options::default())
                     .await
                     .map_err(|e| e.to_string())?;
-                let root = c.attach(&user, &aname).await.map_err(|e| e.to_string())?;
+                let root = if noauth {
+                    c.attach_auth(None, &user, &aname).await
+                } else {
+                    let f = factotum.and_then(|f| f.into_conn().ok());
+                    lib9::auth::attach_with(&c, &user, &aname, f).await
+                }
+                .map_err(|e| e.to_string())?;
                 Ok::<_, String>((c, root))
             });
             let (client, root) = match conn {
@@ -199,6 +218,7 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                     addr: addr.clone(),
                     aname: aname.clone(),
                     cache,
+                    noauth,
                 }
                 .text()
             );

@@ -439,8 +439,7 @@ pub async fn dial_addr(a: &Addr) -> Result<Conn, DialError> {
                     err,
                 })?;
             let _ = s.set_nodelay(true);
-            let s = crate::tls::connect(s, t).await?;
-            Ok(Conn::from_stream(s, name))
+            Ok(crate::tls::connect(s, t).await?.into_conn(name))
         }
     }
 }
@@ -533,7 +532,7 @@ impl Accepted {
     pub async fn finish(self) -> io::Result<Conn> {
         match self {
             Accepted::Ready(c) => Ok(c),
-            Accepted::Tls(hs, peer) => Ok(Conn::from_stream((*hs).await?, peer)),
+            Accepted::Tls(hs, peer) => Ok(crate::tls::Stream::accept(*hs).await?.into_conn(peer)),
         }
     }
 }

@@ -1215,7 +1215,8 @@ pub struct Acceptor {
 }
 
 /// A server's handshake with one client, to be awaited in the connection's own task.
-pub type Accepting = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<Stream>> + Send>>;
+pub type Accepting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<Stream>> + Send>>;
 
 impl Acceptor {
     pub fn new(config: Arc<rustls::ServerConfig>) -> Acceptor {
@@ -1351,11 +1352,7 @@ impl Reader {
             }
             Err(e) => {
                 let m = describe_tls(&e);
-                return Err(self.fail(
-                    Some(A::DecodeError),
-                    io::ErrorKind::InvalidData,
-                    m,
-                ));
+                return Err(self.fail(Some(A::DecodeError), io::ErrorKind::InvalidData, m));
             }
         };
         self.seq += 1;
@@ -1449,11 +1446,7 @@ impl Reader {
                     };
                     if let Err(e) = r {
                         let m = describe_tls(&e);
-                        return Err(self.fail(
-                            Some(A::DecodeError),
-                            io::ErrorKind::InvalidData,
-                            m,
-                        ));
+                        return Err(self.fail(Some(A::DecodeError), io::ErrorKind::InvalidData, m));
                     }
                 }
                 (HELLO_REQUEST, false, true) if mlen == 0 => {
@@ -1676,10 +1669,7 @@ impl tokio::io::AsyncWrite for Writer {
         lock(&self.sh.tx).poll_send(&self.sh.sock, cx)
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let sh = &*self.sh;
         {
             let mut tx = lock(&sh.tx);
@@ -1819,7 +1809,10 @@ mod tests {
         };
         let acc = tokio::spawn(async move {
             let (s, _) = l.accept().await.expect("accept");
-            Acceptor::new(server).accept(s).await.expect("server handshake")
+            Acceptor::new(server)
+                .accept(s)
+                .await
+                .expect("server handshake")
         });
         let tcp = tokio::net::TcpStream::connect(dial).await.expect("connect");
         let c = client_handshake(tcp, client, sni())
@@ -1919,10 +1912,15 @@ mod tests {
             let (l, a) = listener().await;
             let acc = tokio::spawn(async move {
                 let (s, _) = l.accept().await.expect("accept");
-                Acceptor::new(server).accept(s).await.expect("server handshake")
+                Acceptor::new(server)
+                    .accept(s)
+                    .await
+                    .expect("server handshake")
             });
             let tcp = tokio::net::TcpStream::connect(a).await.expect("connect");
-            let c = client_handshake(tcp, client, sni()).await.expect("handshake");
+            let c = client_handshake(tcp, client, sni())
+                .await
+                .expect("handshake");
             let s = acc.await.expect("join");
             for st in [&c, &s] {
                 assert_eq!(
@@ -1999,10 +1997,15 @@ mod tests {
             let (l, a) = listener().await;
             let acc = tokio::spawn(async move {
                 let (s, _) = l.accept().await.expect("accept");
-                Acceptor::new(server).accept(s).await.expect("server handshake")
+                Acceptor::new(server)
+                    .accept(s)
+                    .await
+                    .expect("server handshake")
             });
             let tcp = tokio::net::TcpStream::connect(a).await.expect("connect");
-            let c = client_handshake(tcp, client, sni()).await.expect("handshake");
+            let c = client_handshake(tcp, client, sni())
+                .await
+                .expect("handshake");
             let s = acc.await.expect("join");
             assert_eq!(c.protocol_version(), rustls::ProtocolVersion::TLSv1_2);
             assert_eq!(s.protocol_version(), rustls::ProtocolVersion::TLSv1_2);
@@ -2020,12 +2023,10 @@ mod tests {
         rt().block_on(async {
             let down: Rule = Box::new(|i, rec| Act::Split(1 + i % rec.len()));
             let up: Rule = Box::new(|i, rec| Act::Split(1 + (7 * i) % rec.len()));
-            let (c, s) = tokio::time::timeout(
-                LIMIT,
-                pair_with(rustls::DEFAULT_VERSIONS, Some((up, down))),
-            )
-            .await
-            .expect("pair");
+            let (c, s) =
+                tokio::time::timeout(LIMIT, pair_with(rustls::DEFAULT_VERSIONS, Some((up, down))))
+                    .await
+                    .expect("pair");
             let (mut sr, mut sw) = (s.read, s.write);
             let (mut cr, mut cw) = (c.read, c.write);
             // Small messages of one record each, then one of three records.
@@ -2197,7 +2198,11 @@ mod tests {
         f: impl FnOnce(&mut rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>)
         + Send
         + 'static,
-    ) -> (std::net::SocketAddr, Arc<rustls::ClientConfig>, std::thread::JoinHandle<()>) {
+    ) -> (
+        std::net::SocketAddr,
+        Arc<rustls::ClientConfig>,
+        std::thread::JoinHandle<()>,
+    ) {
         let id = identity();
         let fp = id.fingerprint();
         let server = Arc::new(server_config(id, None, versions).expect("server config"));
@@ -2250,7 +2255,9 @@ mod tests {
         });
         rt().block_on(async {
             let tcp = tokio::net::TcpStream::connect(a).await.expect("connect");
-            let st = client_handshake(tcp, client, sni()).await.expect("handshake");
+            let st = client_handshake(tcp, client, sni())
+                .await
+                .expect("handshake");
             let sh = Arc::clone(&st.writer.sh);
             let c = st.into_conn("rustls");
             let (mut cr, mut cw) = (c.read, c.write);
@@ -2258,7 +2265,9 @@ mod tests {
             let mut got = vec![0u8; 70_000];
             cr.read_exact(&mut got).await.expect("read");
             assert!(got == data(70_000, 2));
-            cr.read_exact(&mut got).await.expect("read after the key update");
+            cr.read_exact(&mut got)
+                .await
+                .expect("read after the key update");
             assert!(got == data(70_000, 3));
             if tls13 {
                 // The update asked for is made before our next record: a KeyUpdate under
@@ -2300,10 +2309,7 @@ mod tests {
     #[test]
     fn server_against_rustls_client() {
         use std::io::{Read, Write};
-        for versions in [
-            rustls::DEFAULT_VERSIONS,
-            TLS12_ONLY,
-        ] {
+        for versions in [rustls::DEFAULT_VERSIONS, TLS12_ONLY] {
             let (server, client) = configs(versions);
             let runtime = rt();
             let (l, a) = runtime.block_on(listener());

@@ -901,7 +901,11 @@ mod tests {
             let (out, _h) = spawn_writer(WriteHalf::Other(Box::new(a)));
             // Reads of the file as exportfs answers them: whole, in the middle, and
             // running past the end (the file shrank after the reply was made).
-            let reads = [(0u64, 1_048_576usize), (123_457, 300_001), (2_900_000, 250_000)];
+            let reads = [
+                (0u64, 1_048_576usize),
+                (123_457, 300_001),
+                (2_900_000, 250_000),
+            ];
             for (i, &(offset, len)) in reads.iter().enumerate() {
                 let mut head = BytesMut::new();
                 head.extend_from_slice(&(11 + len as u32).to_le_bytes());
@@ -922,9 +926,11 @@ mod tests {
             out.send(Outgoing::encode(&after).unwrap());
             let mut fr = FrameReader::new(ReadHalf::Other(Box::new(b)), crate::fcall::MAX_MSIZE);
             for (i, &(offset, len)) in reads.iter().enumerate() {
-                let got =
-                    crate::fcall::decode(fr.next().await.unwrap().unwrap(), crate::fcall::MAX_MSIZE)
-                        .unwrap();
+                let got = crate::fcall::decode(
+                    fr.next().await.unwrap().unwrap(),
+                    crate::fcall::MAX_MSIZE,
+                )
+                .unwrap();
                 let start = offset as usize;
                 let end = (start + len).min(content.len());
                 let mut want = content[start..end].to_vec();

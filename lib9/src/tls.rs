@@ -593,29 +593,33 @@ fn describe_tls(r: &rustls::Error) -> String {
 // rustls does the handshake (its unbuffered interface), and with it the certificate
 // checks and the key schedule; for as long as the connection lasts it also derives the
 // keys of key updates and takes session tickets (its `kernel` interface, made for the
-// kernel's TLS). The records of the connection are sealed and opened with rustls's own
-// record protection (`MessageEncrypter`, `MessageDecrypter`: AEAD with the nonce made
-// from the sequence number, and TLS 1.3's inner content type), and framed here, much as
-// the kernel's TLS frames them, because a general-purpose TLS stream costs much of what
-// TLS costs here. rustls's buffered connection reads the socket 4 KiB at a time, copies
-// the records into a buffer of its own, decrypts them there, copies each plaintext out
-// into a fresh allocation and again into the caller's buffer; and the two directions
-// of a stream share one lock. Here:
+// kernel's TLS). The records are sealed and opened with rustls's own record protection
+// (`MessageEncrypter`, `MessageDecrypter`: the AEAD, the nonce made from the sequence
+// number, TLS 1.3's inner content type and padding), and framed here, as the kernel's
+// TLS frames them. The framing is here because a general-purpose TLS stream costs much
+// of what TLS costs 9P: rustls's buffered connection reads the socket 4 KiB at a time,
+// copies the records into a buffer of its own, decrypts them there, copies each
+// plaintext into a fresh allocation and again into the caller's buffer; and the two
+// directions of a split stream share one lock. Here:
 //
 // - the reading half reads up to [`RECV_MAX`] bytes of records at once into its buffer,
 //   opens each record in place there, and copies the plaintext straight into the
 //   caller's buffer (for a large 9P message, the frame's own buffer);
 // - the writing half seals up to [`SEND_BATCH`] bytes of plaintext into full-size
-//   records (the one copy AEAD in place needs) and sends them with one vectored write;
+//   records and sends them with one vectored write;
 // - each half keeps its own keys and sequence number, so neither waits for the other;
 //   they meet only for a key update or an alert.
 //
-// Bulk copies are made in pieces of at most [`PIECE`] bytes. glibc copies larger blocks
-// with `rep movsb`, which on AMD Zen processors crawls (at a twentieth of its speed)
-// when the destination lies 1 to 32 bytes past the source modulo 4 KiB, and a record
-// body sits 5 bytes (its header) past where its plaintext was: measured, most of a
-// server's copies into records met that case. Smaller pieces go by vector moves, as
-// fast in every case.
+// Copies. glibc copies blocks of 2 KiB and more with `rep movsb`, which on AMD Zen
+// processors crawls, at a twentieth of its speed, when the destination lies 1 to 63
+// bytes past the source modulo 4 KiB; a record's body, 5 bytes (its header) into
+// rustls's buffer, easily lies so from the plaintext, and measured, most of a server's
+// copies into records did. So the writing half gathers each record's plaintext into a
+// stage of its own placed 2 KiB off the source's alignment, with one full-speed copy
+// (from memory: 9P's file data is seldom in the cache), and rustls copies it from there,
+// warm in the cache, in pieces of at most [`PIECE`] bytes, which go by vector moves at
+// full speed whatever their alignment. The reading half hands plaintext out in such
+// pieces too.
 
 /// The most record bytes read from the socket at once: the buffer starts at
 /// [`RECV_MIN`] and grows while reads fill it.
@@ -624,12 +628,14 @@ const RECV_MAX: usize = 256 * 1024;
 const RECV_MIN: usize = 32 * 1024;
 /// The most plaintext sealed before the records go to the socket.
 const SEND_BATCH: usize = 256 * 1024;
-/// The largest single copy of bulk data (see above).
+/// The largest copy of bulk data made at once where the alignment is not chosen (see
+/// above).
 const PIECE: usize = 1536;
 /// The most plaintext in a record (2^14).
 const MAX_PLAIN: usize = 16 * 1024;
 /// The largest record body accepted: 2^14 + 256 in TLS 1.3, 2^14 + 2048 in TLS 1.2.
-const MAX_BODY: usize = MAX_PLAIN + 2048;
+const MAX_BODY_TLS13: usize = MAX_PLAIN + 256;
+const MAX_BODY_TLS12: usize = MAX_PLAIN + 2048;
 const HEADER: usize = 5;
 /// The largest post-handshake handshake message accepted (rustls's limit too).
 const MAX_HANDSHAKE_MSG: usize = 0xffff;
@@ -997,14 +1003,7 @@ struct Tx {
 
 impl Tx {
     /// Seal one record of application data from `slices` (at most [`MAX_PLAIN`] bytes in
-    /// all).
-    ///
-    /// The plaintext is first gathered into the stage, placed so that the copy of its
-    /// largest piece goes with `rep movsb` at full speed (2 KiB off the source's 4 KiB
-    /// alignment); rustls then copies it from there, warm in the cache, into the record
-    /// in small pieces. Handed to rustls directly, the data (9P's file data, likely
-    /// cold in memory) would be copied in small pieces from memory at half the speed,
-    /// or whole at a twentieth of it when its alignment and the record's are unlucky.
+    /// all), gathered first into the stage (see above).
     fn seal_data(&mut self, slices: &[&[u8]]) -> io::Result<()> {
         let total: usize = slices.iter().map(|s| s.len()).sum();
         let mut stage = std::mem::take(&mut self.stage);
@@ -1023,7 +1022,7 @@ impl Tx {
             stage[at..at + s.len()].copy_from_slice(s);
             at += s.len();
         }
-        let mut pieces = [&[][..]; MAX_PLAIN / PIECE + 1];
+        let mut pieces = [&[][..]; MAX_PLAIN.div_ceil(PIECE)];
         let mut k = 0;
         for p in stage[off..off + total].chunks(PIECE) {
             pieces[k] = p;
@@ -1307,7 +1306,12 @@ impl Reader {
         let typ = T::from(h[0]);
         let version = rustls::ProtocolVersion::from(u16::from_be_bytes([h[1], h[2]]));
         let len = u16::from_be_bytes([h[3], h[4]]) as usize;
-        if len > MAX_BODY {
+        let max = if self.sh.tls13 {
+            MAX_BODY_TLS13
+        } else {
+            MAX_BODY_TLS12
+        };
+        if len > max {
             return Err(self.violation(A::RecordOverflow, "oversized record"));
         }
         // After the handshake TLS 1.3 has only (encrypted) application data records;

@@ -17,6 +17,10 @@
 //!
 //! `$HOME/lib/tls` is made mode 0700; key files are written 0600 and refused if the
 //! group or others may read them, or if someone else owns them.
+//!
+//! rustls does the handshake; the connection's records are then framed here and
+//! sealed and opened by rustls's record protection (see [`Stream`], and "The
+//! connection" below).
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};

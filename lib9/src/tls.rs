@@ -616,14 +616,18 @@ fn describe_tls(r: &rustls::Error) -> String {
 //
 // Copies. glibc copies blocks of 2 KiB and more with `rep movsb`, which on AMD Zen
 // processors crawls, at a twentieth of its speed, when the destination lies 1 to 63
-// bytes past the source modulo 4 KiB; a record's body, 5 bytes (its header) into
-// rustls's buffer, easily lies so from the plaintext, and measured, most of a server's
-// copies into records did. So the writing half gathers each record's plaintext into a
-// stage of its own placed 2 KiB off the source's alignment, with one full-speed copy
-// (from memory: 9P's file data is seldom in the cache), and rustls copies it from there,
-// warm in the cache, in pieces of at most [`PIECE`] bytes, which go by vector moves at
-// full speed whatever their alignment. The reading half hands plaintext out in such
-// pieces too.
+// bytes past the source modulo 4 KiB. A record's body lies 5 bytes (its header) into
+// rustls's buffer, and measured, most of a server's copies of 9P data into records met
+// the case. rustls's buffers for full records come from the allocator alike (blocks of
+// one size lie alike modulo 4 KiB), so the writing half expects each to lie as the last
+// did, and ends a record early where that makes the copies into the records after it
+// land 2 KiB off (one short record in a large message); rustls then copies the data
+// straight from the caller's buffers at full speed: the one read of 9P's file data,
+// seldom in the cache, from memory. Where the buffer's place is not known, or was not
+// as expected, the record's plaintext is first gathered into a stage placed 2 KiB off
+// the source, and rustls copies it from there, warm in the cache, in pieces of at most
+// [`PIECE`] bytes, which go by vector moves at full speed whatever their alignment. The
+// reading half hands plaintext out in such pieces too.
 
 /// The most record bytes read from the socket at once: the buffer starts at
 /// [`RECV_MIN`] and grows while reads fill it.
@@ -1003,15 +1007,36 @@ struct Tx {
     closed: bool,
     /// Where a record's plaintext is gathered before it is sealed (see [`Tx::seal_data`]).
     stage: Vec<u8>,
+    /// Where the last record's buffer from rustls lay, modulo 4 KiB. The next is
+    /// expected to lie alike: the allocator hands out blocks of one size alike.
+    rec_at: Option<usize>,
+    /// Records to seal through the stage before that is trusted again, after it failed.
+    distrust: u32,
 }
 
 impl Tx {
+    /// How far past `src`, modulo 4 KiB, rustls's copy of it would land `at` bytes into
+    /// the next record, if that record's buffer lies as the last one did.
+    fn copy_offset(&self, src: &[u8], at: usize) -> Option<usize> {
+        if self.distrust > 0 {
+            return None;
+        }
+        Some(copy_offset(self.rec_at?, src.as_ptr() as usize, at))
+    }
+
+    /// For data about to join the record being gathered (`at` bytes so far): how many of
+    /// its bytes to take before ending the record so that rustls's copies into the
+    /// records after it go at full speed; `None` if they would anyway, or it is not known.
+    fn steer(&self, src: &[u8], at: usize) -> Option<usize> {
+        let d = self.copy_offset(src, at)?;
+        slow_copy(d).then(|| steer_cut(d, at))
+    }
+
     /// Seal one record of application data from `slices` (at most [`MAX_PLAIN`] bytes in
-    /// all), gathered first into the stage (see above).
+    /// all). If rustls's copy of the largest slice would go at full speed, rustls copies
+    /// the slices straight from the caller's buffers; else they are gathered into the
+    /// stage first (see above).
     fn seal_data(&mut self, slices: &[&[u8]]) -> io::Result<()> {
-        let total: usize = slices.iter().map(|s| s.len()).sum();
-        let mut stage = std::mem::take(&mut self.stage);
-        stage.resize(MAX_PLAIN + 4096, 0);
         let (mut at, mut big_at, mut big) = (0, 0, &[][..]);
         for s in slices {
             if s.len() > big.len() {
@@ -1019,6 +1044,26 @@ impl Tx {
             }
             at += s.len();
         }
+        if self.copy_offset(big, big_at).is_some_and(|d| !slow_copy(d)) {
+            let mut chunks: Vec<&[u8]> = Vec::with_capacity(slices.len() + 8);
+            for s in slices {
+                if s.as_ptr() == big.as_ptr() {
+                    chunks.push(s);
+                } else {
+                    chunks.extend(s.chunks(PIECE));
+                }
+            }
+            let r = self.seal(rustls::ContentType::ApplicationData, &chunks);
+            // Had the buffer lain elsewhere, the copy was slow: stage for a while.
+            if self.copy_offset(big, big_at).is_some_and(slow_copy) {
+                self.distrust = 64;
+            }
+            return r;
+        }
+        self.distrust = self.distrust.saturating_sub(1);
+        let total = at;
+        let mut stage = std::mem::take(&mut self.stage);
+        stage.resize(MAX_PLAIN + 4096, 0);
         let want = (big.as_ptr() as usize + 2048).wrapping_sub(big_at);
         let off = want.wrapping_sub(stage.as_ptr() as usize) % 4096;
         let mut at = off;
@@ -1055,9 +1100,10 @@ impl Tx {
             version: rustls::ProtocolVersion::TLSv1_2,
             payload: rustls::crypto::cipher::OutboundChunks::new(chunks),
         };
-        let rec = self.enc.encrypt(m, self.seq).map_err(tls_io)?;
+        let rec = self.enc.encrypt(m, self.seq).map_err(tls_io)?.encode();
         self.seq += 1;
-        self.queue.push_back(rec.encode());
+        self.rec_at = Some(rec.as_ptr() as usize % 4096);
+        self.queue.push_back(rec);
         Ok(())
     }
 
@@ -1160,6 +1206,8 @@ impl Stream {
                 update: false,
                 closed: false,
                 stage: Vec::new(),
+                rec_at: None,
+                distrust: 0,
             }),
             suite,
             tls13,
@@ -1236,6 +1284,25 @@ impl Acceptor {
             Stream::new(tcp, est)
         })
     }
+}
+
+/// Whether `rep movsb` copies slowly to a destination this far past the source
+/// (modulo 4 KiB); see above.
+fn slow_copy(d: usize) -> bool {
+    (1..64).contains(&d)
+}
+
+/// How far past `src`, modulo 4 KiB, a copy lands `at` bytes into a record whose buffer
+/// lies `rec_at` past a 4 KiB boundary (its body starts [`HEADER`] bytes in).
+fn copy_offset(rec_at: usize, src: usize, at: usize) -> usize {
+    (rec_at + HEADER + at).wrapping_sub(src) % 4096
+}
+
+/// Given a copy `d` past its source `at` bytes into a record, how many bytes further on
+/// a record should start for its copy to be 2 KiB past: a record starting `k` bytes on
+/// copies `d - at - k` past.
+fn steer_cut(d: usize, at: usize) -> usize {
+    (d + 2 * 4096 - at % 4096 - 2048) % 4096
 }
 
 /// Copy `src` to the end of `out`, in pieces (see above).
@@ -1638,7 +1705,8 @@ impl tokio::io::AsyncWrite for Writer {
         // What was sealed before goes first: nothing more is taken while the socket
         // cannot keep up.
         std::task::ready!(tx.poll_send(&sh.sock, cx))?;
-        // Full records, each gathered from the caller's buffers.
+        // Full records, each gathered from the caller's buffers; one may end early so
+        // that rustls's copies into the records after it go at full speed.
         let mut slices: Vec<&[u8]> = Vec::with_capacity(4);
         let (mut taken, mut in_rec) = (0, 0);
         'all: for b in bufs {
@@ -1647,12 +1715,22 @@ impl tokio::io::AsyncWrite for Writer {
                 if in_rec == 0 && taken >= SEND_BATCH {
                     break 'all;
                 }
-                let n = b.len().min(MAX_PLAIN - in_rec);
-                slices.push(&b[..n]);
+                let mut n = b.len().min(MAX_PLAIN - in_rec);
+                let mut end = in_rec + n == MAX_PLAIN;
+                if n > PIECE {
+                    match tx.steer(b, in_rec) {
+                        Some(0) if in_rec > 0 => (n, end) = (0, true),
+                        Some(k) if k > 0 && k < n => (n, end) = (k, true),
+                        _ => {}
+                    }
+                }
+                if n > 0 {
+                    slices.push(&b[..n]);
+                }
                 b = &b[n..];
                 in_rec += n;
                 taken += n;
-                if in_rec == MAX_PLAIN {
+                if end {
                     tx.renew(sh)?;
                     tx.seal_data(&slices)?;
                     slices.clear();
@@ -2342,5 +2420,24 @@ mod tests {
             assert!(got == data(200_000, 9), "{} bytes", got.len());
             runtime.block_on(srv).expect("server");
         }
+    }
+
+    /// Records steered to start where rustls's copy into them goes at full speed.
+    #[test]
+    fn steering_lands_copies_2k_off() {
+        for rec_at in (0..4096).step_by(13) {
+            for src in (1_000_000..1_008_192).step_by(37) {
+                for at in [0, 11, 100, 4096, 16_000] {
+                    let d = copy_offset(rec_at, src, at);
+                    let k = steer_cut(d, at);
+                    assert!(k < 4096);
+                    assert_eq!(copy_offset(rec_at, src + k, 0), 2048, "{rec_at} {src} {at}");
+                    if at == 0 && slow_copy(d) {
+                        assert!(k > 0, "an empty record would not help");
+                    }
+                }
+            }
+        }
+        assert!(slow_copy(5) && slow_copy(63) && !slow_copy(0) && !slow_copy(64));
     }
 }

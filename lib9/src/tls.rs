@@ -2155,14 +2155,16 @@ mod tests {
     #[test]
     fn peer_closing_mid_record_is_an_error() {
         rt().block_on(async {
-            // The server's records after the handshake's: its first data record is cut.
-            let mut seen_data = false;
+            // Once armed (the handshake done), the relay cuts the next record in two
+            // and the connection after its first half.
+            let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let a = Arc::clone(&armed);
             let down: Rule = Box::new(move |_, rec| {
-                if rec.len() > 1000 && !seen_data {
-                    seen_data = true;
-                    return Act::Cut(rec.len() / 2);
+                if a.load(std::sync::atomic::Ordering::SeqCst) {
+                    Act::Cut(rec.len() / 2)
+                } else {
+                    Act::Pass
                 }
-                Act::Pass
             });
             let (c, s) = tokio::time::timeout(
                 LIMIT,
@@ -2170,6 +2172,9 @@ mod tests {
             )
             .await
             .expect("pair");
+            // The server's session tickets come after the handshake: let them by first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            armed.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut sw = s.write;
             sw.write_all(&data(5000, 3)).await.expect("write");
             sw.flush().await.expect("flush");

@@ -1,6 +1,7 @@
 //! 9P over TLS end to end: ramfs announced on `tls!127.0.0.1!port` (an ephemeral
 //! port), the `9p` command dialing it with the fingerprint pinned, a wrong or missing
-//! pin refused, trust on first use, and client certificates required by the server.
+//! pin refused, trust on first use, client certificates required by the server, and
+//! files of several MiB both ways. (The record layer itself is tested in lib9's tls.)
 //! Each process gets its own $HOME, so each has its own `$HOME/lib/tls`.
 
 mod common;
@@ -312,4 +313,50 @@ fn srv_and_exportfs_over_tls() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Files of several MiB both ways: each 9P message many TLS records, from ramfs's
+/// memory and from exportfs's mapped files.
+#[test]
+fn large_files_both_ways() {
+    let ns = Ns::new();
+    let (sh, ch) = (home(), home());
+    let (srv, fp) = start_tls(&ns, sh.path(), &[]);
+    let addr = format!("{}!fp={fp}", srv.addr);
+    let data: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let o = ninep(&ns, ch.path(), &["-a", &addr, "create", "big"], None);
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let o = ninep(&ns, ch.path(), &["-a", &addr, "write", "big"], Some(&data));
+    assert!(o.status.success(), "write: {}", stderr(&o));
+    let o = ninep(&ns, ch.path(), &["-a", &addr, "read", "big"], None);
+    assert!(o.status.success(), "read: {}", stderr(&o));
+    assert!(o.stdout == data, "read back {} bytes", o.stdout.len());
+
+    let tree = tempfile::tempdir().expect("tree");
+    std::fs::write(tree.path().join("big"), &data).expect("write");
+    let port = free_port();
+    let eaddr = format!("tls!127.0.0.1!{port}");
+    let mut c = ns.cmd(EXPORTFS);
+    c.env("HOME", sh.path())
+        .args(["-f", "-R", "-a", &eaddr])
+        .arg(tree.path());
+    let (f, s) = stderr_file();
+    c.stdin(Stdio::null()).stderr(s);
+    let mut child = c.spawn().expect("spawn exportfs");
+    wait_tcp(port, &mut child);
+    let _ex = Proc {
+        child,
+        addr: eaddr.clone(),
+        stderr: Some(f),
+    };
+    let o = ninep(
+        &ns,
+        ch.path(),
+        &["-a", &format!("{eaddr}!fp={fp}"), "read", "big"],
+        None,
+    );
+    assert!(o.status.success(), "read from exportfs: {}", stderr(&o));
+    assert!(o.stdout == data, "read back {} bytes", o.stdout.len());
 }

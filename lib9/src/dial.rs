@@ -439,8 +439,7 @@ pub async fn dial_addr(a: &Addr) -> Result<Conn, DialError> {
                     err,
                 })?;
             let _ = s.set_nodelay(true);
-            let s = crate::tls::connect(s, t).await?;
-            Ok(Conn::from_stream(s, name))
+            Ok(crate::tls::connect(s, t).await?.into_conn(name))
         }
     }
 }
@@ -507,7 +506,7 @@ impl Listener {
                 l.set_nonblocking(true)?;
                 Ok(AsyncListener::Tls(
                     tokio::net::TcpListener::from_std(l)?,
-                    tokio_rustls::TlsAcceptor::from(t.config),
+                    crate::tls::Acceptor::new(t.config),
                 ))
             }
         }
@@ -518,7 +517,7 @@ impl Listener {
 pub enum AsyncListener {
     Unix(tokio::net::UnixListener, Option<ns::Posted>),
     Tcp(tokio::net::TcpListener),
-    Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+    Tls(tokio::net::TcpListener, crate::tls::Acceptor),
 }
 
 /// A connection accepted but perhaps not ready: a TLS one still has its handshake to
@@ -526,14 +525,14 @@ pub enum AsyncListener {
 /// client holds up nobody else).
 pub enum Accepted {
     Ready(Conn),
-    Tls(Box<tokio_rustls::Accept<tokio::net::TcpStream>>, String),
+    Tls(crate::tls::Accepting, String),
 }
 
 impl Accepted {
     pub async fn finish(self) -> io::Result<Conn> {
         match self {
             Accepted::Ready(c) => Ok(c),
-            Accepted::Tls(hs, peer) => Ok(Conn::from_stream((*hs).await?, peer)),
+            Accepted::Tls(hs, peer) => Ok(hs.await?.into_conn(peer)),
         }
     }
 }
@@ -562,7 +561,7 @@ impl AsyncListener {
                 let (s, a) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 Ok(Accepted::Tls(
-                    Box::new(acceptor.accept(s)),
+                    acceptor.accept(s),
                     format!("tls!{}!{}", a.ip(), a.port()),
                 ))
             }

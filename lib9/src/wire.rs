@@ -473,6 +473,11 @@ async fn writer_loop(
 ) -> io::Result<()> {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
     let mut pieces: VecDeque<Piece> = VecDeque::with_capacity(MAX_BATCH * 2);
+    // Not a socket (TLS): file data cannot go by sendfile, so it is read here, into
+    // recycled buffers, and goes with the rest of the batch (over TLS, in the same
+    // records as its message's head).
+    let read_files = matches!(w, WriteHalf::Other(_));
+    let pool = std::sync::Arc::new(Pool::new(4));
     loop {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             let _ = w.shutdown().await;
@@ -488,7 +493,15 @@ async fn writer_loop(
                     }
                 }
                 Bulk::File { file, offset, len } => {
-                    if len > 0 {
+                    if len > 0 && read_files {
+                        match read_range(&file, offset, len, &pool) {
+                            Ok(b) => pieces.push_back(Piece::Mem(b)),
+                            Err(e) => {
+                                rx.close();
+                                return Err(e);
+                            }
+                        }
+                    } else if len > 0 {
                         pieces.push_back(Piece::File { file, offset, len });
                     }
                 }
@@ -504,6 +517,48 @@ async fn writer_loop(
 }
 
 static ZEROS: [u8; 8192] = [0; 8192];
+
+/// `len` bytes of `file` at `offset`, read into a buffer from `pool` (which gets it back
+/// when the bytes are dropped); padded with zeros should the file have shrunk, as
+/// sendfile's data is.
+fn read_range(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    pool: &std::sync::Arc<Pool>,
+) -> io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut b = pool.get(len);
+    while b.len() < len {
+        let have = b.len();
+        let spare = b.spare_capacity_mut();
+        let want = (len - have).min(spare.len());
+        // SAFETY: reading into the buffer's spare capacity, at most `want` bytes, which
+        // fit; the kernel initialises the bytes it reports.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                want,
+                (offset + have as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            b.resize(len, 0);
+            break;
+        }
+        // SAFETY: the kernel has initialised these `n` bytes.
+        unsafe { b.set_len(have + n as usize) };
+    }
+    Ok(pooled(b, pool))
+}
 
 async fn write_all_pieces(w: &mut WriteHalf, pieces: &mut VecDeque<Piece>) -> io::Result<()> {
     // After an EFAULT, write one piece at a time to find the one that cannot be read.
@@ -826,6 +881,74 @@ mod tests {
             );
             let got = fr.next().await.unwrap().unwrap();
             assert_eq!(got, small);
+        });
+    }
+
+    /// File data for a writer that is not a socket (TLS) is read and sent with the rest:
+    /// whole, in frame, and padded with zeros where the file has shrunk.
+    #[test]
+    fn file_data_to_a_stream_that_is_not_a_socket() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 991) as u8).collect();
+            let mut f = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut f, &content).unwrap();
+            let file = std::sync::Arc::new(f);
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let (out, _h) = spawn_writer(WriteHalf::Other(Box::new(a)));
+            // Reads of the file as exportfs answers them: whole, in the middle, and
+            // running past the end (the file shrank after the reply was made).
+            let reads = [
+                (0u64, 1_048_576usize),
+                (123_457, 300_001),
+                (2_900_000, 250_000),
+            ];
+            for (i, &(offset, len)) in reads.iter().enumerate() {
+                let mut head = BytesMut::new();
+                head.extend_from_slice(&(11 + len as u32).to_le_bytes());
+                head.extend_from_slice(&[fcall::mtype::RREAD]);
+                head.extend_from_slice(&(i as u16).to_le_bytes());
+                head.extend_from_slice(&(len as u32).to_le_bytes());
+                out.send(Outgoing {
+                    head: head.freeze(),
+                    bulk: Bulk::File {
+                        file: std::sync::Arc::clone(&file),
+                        offset,
+                        len,
+                    },
+                    guard: None,
+                });
+            }
+            let after = Msg::new(10, Fcall::Rclunk);
+            out.send(Outgoing::encode(&after).unwrap());
+            let mut fr = FrameReader::new(ReadHalf::Other(Box::new(b)), crate::fcall::MAX_MSIZE);
+            for (i, &(offset, len)) in reads.iter().enumerate() {
+                let got = crate::fcall::decode(
+                    fr.next().await.unwrap().unwrap(),
+                    crate::fcall::MAX_MSIZE,
+                )
+                .unwrap();
+                let start = offset as usize;
+                let end = (start + len).min(content.len());
+                let mut want = content[start..end].to_vec();
+                want.resize(len, 0);
+                assert_eq!(
+                    got,
+                    Msg::new(
+                        i as u16,
+                        Fcall::Rread {
+                            data: Bytes::from(want)
+                        }
+                    )
+                );
+            }
+            let got =
+                crate::fcall::decode(fr.next().await.unwrap().unwrap(), crate::fcall::MAX_MSIZE)
+                    .unwrap();
+            assert_eq!(got, after);
         });
     }
 }

@@ -191,6 +191,8 @@ struct RulesWrite {
     writing: bool,
     /// Text written that has not yet been put in force.
     pending: bool,
+    /// Whether anything was written, accepted or not.
+    tried: bool,
 }
 
 /// A fid's state.
@@ -339,14 +341,15 @@ impl Plumber {
                 Ok(data.len() as u32)
             }
             Err(e) => {
-                // An error in a rule set not yet ended by a blank line may be mended
-                // by the next write; only then, or at the close, is it final.
-                let cut = whole.rfind("\n\n").map(|i| i + 2).unwrap_or(0);
-                let done_lines = whole[..cut].matches('\n').count();
-                if cut < whole.len() && e.line > done_lines && e.file == RULES_INPUT {
-                    if let Err(e) = Rules::parse(RULES_INPUT, &whole[..cut], &*self.lib) {
-                        return Err(Ename::new(e.to_string()));
-                    }
+                // Text cut in the middle of a line, or a rule set not yet ended by a
+                // blank line that lacks its actions, may be mended by the next write;
+                // only then, or at the close, is the error final.
+                let lines = whole.matches('\n').count();
+                let partial_line = !whole.ends_with('\n') && e.line > lines;
+                let open_set = !whole.ends_with("\n\n")
+                    && e.line >= lines
+                    && e.msg.starts_with("ruleset must have");
+                if e.file == RULES_INPUT && (partial_line || open_set) {
                     w.text = text;
                     w.pending = true;
                     return Ok(data.len() as u32);
@@ -439,7 +442,9 @@ impl Filesystem for Plumber {
             _ => return Err(Ename::from(errstr::EPERM)),
         };
         let perm = self.node_stat(fid.node).mode & 0o777;
-        if perm & want != want || (mode & OTRUNC != 0 && fid.node != Node::Rules) {
+        // OTRUNC means something only to rules; on send it is ignored, so that
+        // `9p write` and the shell's > work.
+        if perm & want != want || (mode & OTRUNC != 0 && !matches!(fid.node, Node::Rules | Node::Send)) {
             return Err(Ename::from(errstr::EPERM));
         }
         let open = match fid.node {
@@ -471,6 +476,7 @@ impl Filesystem for Plumber {
                     text: String::new(),
                     writing,
                     pending: false,
+                    tried: false,
                 }))
             }
             Node::Port(i) => {
@@ -571,6 +577,7 @@ impl Filesystem for Plumber {
                 if !w.writing {
                     return Err(Ename::from(errstr::EBADUSE));
                 }
+                w.tried = true;
                 self.write_rules(&mut w, &data)
             }
             _ => Err(Ename::from(errstr::EPERM)),
@@ -606,7 +613,7 @@ impl Filesystem for Plumber {
                         if let Err(e) = self.set_rules(&whole) {
                             eprintln!("plumber: {e}");
                         }
-                    } else if w.text.is_empty() && w.base.is_empty() {
+                    } else if !w.tried && w.base.is_empty() {
                         // Opened with OTRUNC and nothing written: no rules.
                         if let Err(e) = self.set_rules("") {
                             eprintln!("plumber: {e}");

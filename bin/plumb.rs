@@ -23,7 +23,12 @@ struct Args {
     #[arg(short = 'd', value_name = "dst", default_value = "")]
     dst: String,
     /// The type (default text)
-    #[arg(short = 't', visible_short_alias = 'k', value_name = "type", default_value = "text")]
+    #[arg(
+        short = 't',
+        visible_short_alias = 'k',
+        value_name = "type",
+        default_value = "text"
+    )]
     kind: String,
     /// The working directory (default the current one)
     #[arg(short = 'w', value_name = "wdir")]

@@ -125,11 +125,28 @@ plumb start touch $1
 fn port_reader_receives_messages() {
     let s = Srv::start(RULES);
     let rx = reader(s.dial(), "edit", 2);
-    let o = s.plumb(&["-s", "tester", "-w", "/src", "-a", "k=v", "main.c:12", "x.c:3"], None);
+    let o = s.plumb(
+        &[
+            "-s",
+            "tester",
+            "-w",
+            "/src",
+            "-a",
+            "k=v",
+            "main.c:12",
+            "x.c:3",
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let m = rx.recv_timeout(LIMIT).expect("first message");
     assert_eq!(
-        (m.src.as_str(), m.dst.as_str(), m.wdir.as_str(), m.kind.as_str()),
+        (
+            m.src.as_str(),
+            m.dst.as_str(),
+            m.wdir.as_str(),
+            m.kind.as_str()
+        ),
         ("tester", "edit", "/src", "text")
     );
     assert_eq!(m.data, b"main.c:12");
@@ -151,7 +168,10 @@ fn every_reader_gets_a_copy_and_9p_reads_the_wire_format() {
     assert!(o.status.success(), "{}", stderr(&o));
     for rx in [a, b] {
         let m = rx.recv_timeout(LIMIT).expect("copy");
-        assert_eq!(m.pack(), b"raw\nweb\n/tmp\ntext\nq='a b'\n14\nhttp://nine.io".to_vec());
+        assert_eq!(
+            m.pack(),
+            b"raw\nweb\n/tmp\ntext\nq='a b'\n14\nhttp://nine.io".to_vec()
+        );
     }
 }
 
@@ -168,11 +188,16 @@ fn malformed_messages_get_an_error_and_the_plumber_lives_on() {
     ] {
         let e = w.send_packed(bytes::Bytes::copy_from_slice(bad));
         assert!(e.is_err(), "{bad:?} accepted");
-        assert!(e.unwrap_err().to_string().contains("bad plumb message format"));
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("bad plumb message format")
+        );
     }
     assert!(s.alive());
     let rx = reader(s.dial(), "web", 1);
-    w.send(&Message::text("t", "/", b"http://ok.example")).unwrap();
+    w.send(&Message::text("t", "/", b"http://ok.example"))
+        .unwrap();
     assert_eq!(rx.recv_timeout(LIMIT).unwrap().data, b"http://ok.example");
 }
 
@@ -181,11 +206,19 @@ fn a_message_nobody_wants() {
     let s = Srv::start(RULES);
     let o = s.plumb(&["no rule wants this"], None);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no matching plumb rule"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no matching plumb rule"),
+        "{}",
+        stderr(&o)
+    );
     // A port with no reader and no start or client action.
     let o = s.plumb(&["http://nobody.reads"], None);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no start action for plumb message"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no start action for plumb message"),
+        "{}",
+        stderr(&o)
+    );
     // A destination that is no port.
     let o = s.plumb(&["-d", "nosuch", "x"], None);
     assert!(stderr(&o).contains("no such plumb port"), "{}", stderr(&o));
@@ -203,7 +236,10 @@ fn plumb_start_runs_the_command_with_rc() {
     let o = s.plumb(&["start:marker"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     // touch ran in the plumber's directory, the namespace dir.
-    assert!(wait_for(&s.ns.path().join("marker")), "start command did not run");
+    assert!(
+        wait_for(&s.ns.path().join("marker")),
+        "start command did not run"
+    );
     // Text that looks like rc syntax stays text.
     let o = s.plumb(&["start:a"], None);
     assert!(o.status.success());
@@ -226,7 +262,8 @@ fn rules_rewritten_at_run_time() {
     let o = s.ninep(&["read", "plumb/rules"], None);
     assert_eq!(String::from_utf8_lossy(&o.stdout), RULES);
     // A bad rules text is refused at its line, and the old rules stay.
-    let bad = "type is text\ndata matches x\nplumb to new\n\ntype is text\ndata frob y\nplumb to new\n";
+    let bad =
+        "type is text\ndata matches x\nplumb to new\n\ntype is text\ndata frob y\nplumb to new\n";
     let o = s.ninep(&["write", "plumb/rules"], Some(bad.as_bytes()));
     assert!(!o.status.success());
     assert!(
@@ -339,7 +376,8 @@ fn default_rules_without_a_plumbing_file() {
     let o = ns.ninep(&["read", "plumb/rules"], None);
     assert!(String::from_utf8_lossy(&o.stdout).contains("include basic"));
     let o = run_with_input(
-        ns.cmd(PLUMB).args(["-a", "click=10", "see http://example.com/x now"]),
+        ns.cmd(PLUMB)
+            .args(["-a", "click=10", "see http://example.com/x now"]),
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));

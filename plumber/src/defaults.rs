@@ -31,7 +31,15 @@ mod tests {
     #[test]
     fn parse_and_declare_ports() {
         let r = defaults();
-        for p in ["seemail", "showmail", "web", "sendmail", "image", "postscript", "edit"] {
+        for p in [
+            "seemail",
+            "showmail",
+            "web",
+            "sendmail",
+            "image",
+            "postscript",
+            "edit",
+        ] {
             assert!(r.ports.iter().any(|x| x == p), "port {p}");
         }
         assert_eq!(r.vars["editor"], "acme");
@@ -89,14 +97,20 @@ mod tests {
         let (_, argv, _) = route("ls(1)", "/").unwrap();
         assert_eq!(argv[0], "rc");
         assert!(argv[2].starts_with("man 1 ls "), "{argv:?}");
-        assert!(argv[2].ends_with("'action=showdata filename=/man/ls(1)'"), "{argv:?}");
+        assert!(
+            argv[2].ends_with("'action=showdata filename=/man/ls(1)'"),
+            "{argv:?}"
+        );
 
         let d = tempfile::tempdir().unwrap();
         let dp = d.path().to_str().unwrap();
         std::fs::write(d.path().join("cat.PNG"), "x").unwrap();
         std::fs::write(d.path().join("doc.pdf"), "x").unwrap();
         let (dst, argv, _) = route("cat.PNG", dp).unwrap();
-        assert_eq!((dst.as_str(), argv[1].as_str()), ("image", format!("{dp}/cat.PNG").as_str()));
+        assert_eq!(
+            (dst.as_str(), argv[1].as_str()),
+            ("image", format!("{dp}/cat.PNG").as_str())
+        );
         let (dst, _, _) = route("doc.pdf", dp).unwrap();
         assert_eq!(dst, "postscript");
 

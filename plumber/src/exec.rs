@@ -333,7 +333,13 @@ mod tests {
 
     #[test]
     fn is_on_each_object() {
-        for (obj, field) in [("src", 0), ("dst", 1), ("wdir", 2), ("type", 3), ("data", 4)] {
+        for (obj, field) in [
+            ("src", 0),
+            ("dst", 1),
+            ("wdir", 2),
+            ("type", 3),
+            ("data", 4),
+        ] {
             let r = rules(&format!("{obj} is yes\nplumb to p\n"));
             let mut m = Message::default();
             let mut n = Message::default();
@@ -402,7 +408,8 @@ mod tests {
         let mt = apply(&mut m, &r);
         // The two matches select different spans (foo.c vs foo.c:12): no match.
         assert!(mt.is_none());
-        let r = rules("data matches '([a-zA-Z0-9_./]+):([0-9]+)'\nplumb to edit\nplumb client ed $1\n");
+        let r =
+            rules("data matches '([a-zA-Z0-9_./]+):([0-9]+)'\nplumb to edit\nplumb client ed $1\n");
         let mut m = msg("error at foo.c:12: bad");
         m.attr = crate::msg::unpack_attr("click=11 other=1");
         let mt = apply(&mut m, &r).unwrap();
@@ -419,7 +426,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dp = d.path().to_str().unwrap();
         std::fs::write(d.path().join("f.txt"), "x").unwrap();
-        let r = rules("data matches '([a-z.]+):([0-9]+)'\narg isfile $1\ndata set $file\nattr add addr=$2\nplumb to edit\nplumb start x $file $data $attr\n");
+        let r = rules(
+            "data matches '([a-z.]+):([0-9]+)'\narg isfile $1\ndata set $file\nattr add addr=$2\nplumb to edit\nplumb start x $file $data $attr\n",
+        );
         let mut m = Message::text("t", dp, b"f.txt:7");
         let mt = apply(&mut m, &r).unwrap();
         let f = format!("{dp}/f.txt");
@@ -454,7 +463,12 @@ mod tests {
         m.attr = crate::msg::unpack_attr("gone=1 keep=2");
         assert!(apply(&mut m, &r).is_some());
         assert_eq!(
-            (m.src.as_str(), m.dst.as_str(), m.wdir.as_str(), m.kind.as_str()),
+            (
+                m.src.as_str(),
+                m.dst.as_str(),
+                m.wdir.as_str(),
+                m.kind.as_str()
+            ),
             ("new", "p", "/w", "t2")
         );
         assert_eq!(m.data, b"new.t2");

@@ -15,7 +15,7 @@ use crate::msg::{MAX_MESSAGE, Message, MsgError, Unpacked, unpack_partial};
 use crate::rules::{Library, MAX_PORTS, Rules};
 use bytes::Bytes;
 use lib9::errstr::{self, Ename};
-use lib9::fcall::{DMDIR, OREAD, ORDWR, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat};
+use lib9::fcall::{DMDIR, ORDWR, OREAD, OTRUNC, OWRITE, QTDIR, QTFILE, Qid, Stat};
 use lib9::server::{Caller, Data, Filesystem, FsResult, Opened, Walked};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -444,7 +444,9 @@ impl Filesystem for Plumber {
         let perm = self.node_stat(fid.node).mode & 0o777;
         // OTRUNC means something only to rules; on send it is ignored, so that
         // `9p write` and the shell's > work.
-        if perm & want != want || (mode & OTRUNC != 0 && !matches!(fid.node, Node::Rules | Node::Send)) {
+        if perm & want != want
+            || (mode & OTRUNC != 0 && !matches!(fid.node, Node::Rules | Node::Send))
+        {
             return Err(Ename::from(errstr::EPERM));
         }
         let open = match fid.node {

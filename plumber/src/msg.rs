@@ -331,7 +331,10 @@ mod tests {
             vec![attr("a", "1")],
             "libplumb stops at a word without ="
         );
-        assert_eq!(unpack_attr("  a='x y'  b=2 "), vec![attr("a", "x y"), attr("b", "2")]);
+        assert_eq!(
+            unpack_attr("  a='x y'  b=2 "),
+            vec![attr("a", "x y"), attr("b", "2")]
+        );
         // A value may be quoted in parts, as rc words are.
         assert_eq!(unpack_attr("a=x'y z'w"), vec![attr("a", "xy zw")]);
     }

@@ -350,6 +350,14 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_subexpressions_follow_regex() {
+        // Documented in docs/plumbing.md.
+        let r = Regexp::new("(a|ab)(b*)").unwrap();
+        let s = r.full_match(b"abb").unwrap();
+        assert_eq!((s[1], s[2]), (Some((0, 1)), Some((1, 3))));
+    }
+
+    #[test]
     fn click_expands_to_the_match_around_it() {
         let r = Regexp::new("[a-z]+\\.c(:[0-9]+)?").unwrap();
         let t = b"see main.c:42 for it";

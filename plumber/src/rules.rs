@@ -360,7 +360,8 @@ impl Parser<'_> {
             if arg.is_empty() {
                 return Err(self.err("malformed rule"));
             }
-            let obj = Object::parse(obj).ok_or_else(|| self.err(format!("unknown object {obj}")))?;
+            let obj =
+                Object::parse(obj).ok_or_else(|| self.err(format!("unknown object {obj}")))?;
             let verb = Verb::parse(verb).ok_or_else(|| self.err(format!("unknown verb {verb}")))?;
             let bad = || format!("{} not valid verb for object {}", verb.name(), obj.name());
             let ok = match obj {
@@ -537,12 +538,24 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
-            ("type is text\nfoo is x\nplumb to a\n", 2, "unknown object foo"),
+            (
+                "type is text\nfoo is x\nplumb to a\n",
+                2,
+                "unknown object foo",
+            ),
             ("type frob text\nplumb to a\n", 1, "unknown verb frob"),
             ("type is\n", 1, "malformed rule"),
             ("type\n", 1, "malformed rule"),
-            ("type is text\n\n", 2, "ruleset must have patterns and actions"),
-            ("plumb to a\nplumb start x\n", 2, "ruleset must have actions"),
+            (
+                "type is text\n\n",
+                2,
+                "ruleset must have patterns and actions",
+            ),
+            (
+                "plumb to a\nplumb start x\n",
+                2,
+                "ruleset must have actions",
+            ),
             ("type is x\nplumb to send\n", 2, "illegal port name send"),
             ("type is x\nplumb to a\nplumb to b\n", 3, "too many ports"),
             (
@@ -550,7 +563,11 @@ mod tests {
                 3,
                 "ruleset has more than one client or start action",
             ),
-            ("data add x=y\nplumb to a\n", 1, "add not valid verb for object data"),
+            (
+                "data add x=y\nplumb to a\n",
+                1,
+                "add not valid verb for object data",
+            ),
             ("plumb is x\n", 1, "is not valid verb for object plumb"),
             ("data to x\n", 1, "to not valid verb for object data"),
             ("arg is x\n", 1, "is not valid verb for object arg"),
@@ -573,8 +590,12 @@ mod tests {
             ("bad", "\n\ntype wobble x\n"),
             ("loop", "include loop\n"),
         ]);
-        let r = Rules::parse("top", "include addrs\ndata matches x$addr\nplumb to e\n", &lib)
-            .unwrap();
+        let r = Rules::parse(
+            "top",
+            "include addrs\ndata matches x$addr\nplumb to e\n",
+            &lib,
+        )
+        .unwrap();
         assert_eq!(r.sets[0].pats[0].qarg, "x:[0-9]+");
         let e = Rules::parse("top", "include bad\n", &lib).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("bad", 3));
@@ -589,7 +610,10 @@ mod tests {
             "file" => Some("/f".to_string()),
             _ => None,
         };
-        assert_eq!(expand_word("a$1b rest", &mut look), ("aoneb".into(), " rest"));
+        assert_eq!(
+            expand_word("a$1b rest", &mut look),
+            ("aoneb".into(), " rest")
+        );
         assert_eq!(expand_word("'$1 x'y", &mut look).0, "$1 xy");
         assert_eq!(expand_word("'it''s'", &mut look).0, "it's");
         assert_eq!(expand_word("$nope$", &mut look).0, "$nope$");

@@ -212,10 +212,11 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             let b = crate::fuse::Bridge::new(client.clone(), root, rt.handle().clone(), cache);
             let mut config = fuser::Config::default();
             config.n_threads = Some(crate::fuse::THREADS);
-            let session = match fuser::Session::from_fd(b, devfuse, fuser::SessionACL::Owner, config) {
-                Ok(s) => s,
-                Err(_) => return 1,
-            };
+            let session =
+                match fuser::Session::from_fd(b, devfuse, fuser::SessionACL::Owner, config) {
+                    Ok(s) => s,
+                    Err(_) => return 1,
+                };
             // Until the mount goes, or the server hangs up (then every operation
             // fails at once: the connection to the kernel goes with this process).
             let bg = match session.spawn() {

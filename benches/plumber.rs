@@ -4,7 +4,7 @@
 //! The plumber runs as its own process with the built-in rules, as it does in use.
 //! One client writes N messages (`file:line` of an existing file, which the default
 //! rules route to the `edit` port after trying the earlier rule sets) on one open
-//! `send`; another reads them from `edit`. Time runs from the first send to the last
+//! `send`, 16 writes in flight; another reads them from `edit`, one read at a time. Time runs from the first send to the last
 //! message read. Run with `cargo bench --bench plumber` or `bench/plumber`;
 //! NINESPACE_BENCH_MESSAGES sets N (default 10,000).
 
@@ -12,6 +12,9 @@ use plumber::client::Plumb;
 use plumber::msg::Message;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Writes to `send` in flight at once.
+const SEND_DEPTH: usize = 16;
 
 fn main() {
     let n: usize = std::env::var("NINESPACE_BENCH_MESSAGES")
@@ -46,8 +49,19 @@ fn main() {
     let addr = format!("unix!{}", sock.display());
     let rp = Plumb::dial(&addr).expect("dial");
     let port = rp.open_port("edit").expect("open edit");
-    let sp = Plumb::dial(&addr).expect("dial");
-    let send = sp.sender("send").expect("open send");
+    // The sender keeps SEND_DEPTH writes in flight on one open `send`, as a busy
+    // program with several threads would; each write is one whole message.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let send = rt.block_on(async {
+        let c = lib9::client::Client::dial(&addr).await.expect("dial");
+        let root = c.attach(&lib9::ns::user(), "").await.expect("attach");
+        let mut f = root.walk("send").await.expect("walk send");
+        f.open(lib9::fcall::OWRITE).await.expect("open send");
+        (c, std::sync::Arc::new(f))
+    });
     let wdir = work.path().to_string_lossy().into_owned();
     let msgs: Vec<Message> = (0..n)
         .map(|i| Message::text("bench", &wdir, format!("main.c:{}", i + 1).as_bytes()))
@@ -65,9 +79,23 @@ fn main() {
         drop(rp);
         got
     });
-    for m in &msgs {
-        send.send(m).expect("send");
-    }
+    let packed: Vec<bytes::Bytes> = msgs.iter().map(|m| bytes::Bytes::from(m.pack())).collect();
+    rt.block_on(async {
+        let (_c, f) = &send;
+        type Task = tokio::task::JoinHandle<lib9::client::Result<u32>>;
+        let mut inflight: std::collections::VecDeque<Task> = std::collections::VecDeque::new();
+        for b in packed {
+            if inflight.len() >= SEND_DEPTH {
+                let h = inflight.pop_front().expect("task");
+                h.await.expect("join").expect("send");
+            }
+            let f = std::sync::Arc::clone(f);
+            inflight.push_back(tokio::spawn(async move { f.write(0, b).await }));
+        }
+        for h in inflight {
+            h.await.expect("join").expect("send");
+        }
+    });
     let got = reader.join().expect("reader");
     let dt = t0.elapsed();
     let _ = child.kill();

@@ -59,7 +59,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if a.input == !a.data.is_empty() {
+    if a.input != a.data.is_empty() {
         eprintln!(
             "usage: plumb [-p plumbfile] [-a 'attr=value ...'] [-s src] [-d dst] [-t type] [-w wdir] -i | data..."
         );

@@ -23,6 +23,9 @@ use tokio::sync::Notify;
 
 /// Messages queued for one reader before the oldest are dropped.
 pub const MAX_QUEUE: usize = 4096;
+/// How long a send waits for room in a reader's queue, and how often it looks.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// Messages held for a `plumb client` port until it is opened.
 pub const MAX_HELD: usize = 256;
 /// The largest rules text.
@@ -128,6 +131,14 @@ impl State {
                 });
             }
         }
+    }
+
+    /// Whether some reader of the port has a full queue.
+    fn full(&self, port: usize) -> bool {
+        self.ports[port]
+            .readers
+            .iter()
+            .any(|id| self.readers.get(id).is_some_and(|r| r.q.len() >= MAX_QUEUE))
     }
 
     fn deliver(&mut self, port: usize, b: Bytes) {
@@ -248,8 +259,16 @@ impl Plumber {
         Ok(())
     }
 
+    fn port_full(&self, name: &str) -> bool {
+        let st = lock(&self.state);
+        st.ports
+            .iter()
+            .position(|p| p.name == name)
+            .is_some_and(|pi| st.full(pi))
+    }
+
     /// Route one message, as a write to `send` does.
-    pub fn send(&self, mut m: Message) -> Result<(), Ename> {
+    pub async fn send(&self, mut m: Message) -> Result<(), Ename> {
         let rules = self.rules();
         let matched: Option<Matched<'_>> = exec::apply(&mut m, &rules);
         if m.dst.is_empty() {
@@ -259,11 +278,19 @@ impl Plumber {
             let (argv, _) = exec::startup(&m, &rules, matched.as_ref()).map_err(Ename::new)?;
             return self.starter.start(&argv).map_err(Ename::new);
         }
+        let mut waited = std::time::Duration::ZERO;
+        while waited < QUEUE_WAIT && self.port_full(&m.dst) {
+            lib9::server::pause(QUEUE_POLL).await;
+            waited += QUEUE_POLL;
+        }
         let mut st = lock(&self.state);
         let Some(pi) = st.ports.iter().position(|p| p.name == m.dst) else {
             return Err(Ename::new("no such plumb port"));
         };
         if !st.ports[pi].readers.is_empty() {
+            // A reader that has fallen MAX_QUEUE messages behind holds the sender
+            // back for a while (the write waits); past QUEUE_WAIT its oldest message
+            // is dropped instead.
             let b = Bytes::from(m.pack());
             st.deliver(pi, b);
             return Ok(());
@@ -571,7 +598,7 @@ impl Filesystem for Plumber {
                         }
                     }
                 };
-                self.send(m)?;
+                self.send(m).await?;
                 Ok(n)
             }
             Open::Rules(w) => {

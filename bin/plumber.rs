@@ -1,0 +1,87 @@
+//! plumber: route plumb messages between programs by rules. See docs/plumber.md.
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use clap::Parser;
+use plumber::fs::{Plumber, RcStarter};
+use plumber::rules::{HostLibrary, Rules};
+use srv::daemon::{self, Opts, fatal};
+
+/// Route messages ("this text was clicked in this directory") to the programs that
+/// want them, by the rules of plumb(6) (docs/plumber.md).
+///
+/// Posts itself as `plumb` in $NAMESPACE and goes into the background once it
+/// accepts connections, unless -f is given. The rules are the -p file, else
+/// $home/lib/plumbing, else the built-in rules.
+#[derive(Parser)]
+#[command(name = "plumber", version)]
+struct Args {
+    /// Read the rules from this file
+    #[arg(short = 'p', value_name = "plumbing")]
+    plumbing: Option<String>,
+    /// Stay in the foreground
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// Post the service under this name instead of plumb
+    #[arg(short = 's', value_name = "srvname", default_value = "plumb")]
+    srvname: String,
+    /// Print every 9P message on standard error
+    #[arg(short = 'D')]
+    trace: bool,
+}
+
+fn load(a: &Args) -> Rules {
+    let (name, text) = match &a.plumbing {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (p.clone(), t),
+            Err(e) => fatal("plumber", format!("can't open rules file {p}: {e}")),
+        },
+        None => {
+            let home = std::env::var("home")
+                .or_else(|_| std::env::var("HOME"))
+                .unwrap_or_default();
+            let p = format!("{home}/lib/plumbing");
+            match std::fs::read_to_string(&p) {
+                Ok(t) if !home.is_empty() => (p, t),
+                _ => (
+                    "initial.plumbing".into(),
+                    plumber::defaults::INITIAL.to_string(),
+                ),
+            }
+        }
+    };
+    Rules::parse(&name, &text, &HostLibrary).unwrap_or_else(|e| fatal("plumber", e))
+}
+
+fn main() {
+    let a: Args = daemon::args();
+    let rules = load(&a);
+    let o = Opts {
+        addrs: Vec::new(),
+        names: vec![a.srvname.clone()],
+        stdio: false,
+        foreground: a.foreground,
+        tls: Default::default(),
+    };
+    let listeners = daemon::announce_all(&o).unwrap_or_else(|e| fatal("plumber", e));
+    if !o.foreground {
+        daemon::background().unwrap_or_else(|e| fatal("plumber", e));
+    }
+    let fs = Plumber::new(
+        &lib9::ns::user(),
+        rules,
+        Box::new(HostLibrary),
+        Box::new(RcStarter::find()),
+    );
+    let rt = daemon::runtime().unwrap_or_else(|e| fatal("plumber", e));
+    let cfg = lib9::server::Config {
+        trace: a.trace,
+        max_msize: 256 * 1024,
+        ..lib9::server::Config::default()
+    };
+    let server = lib9::server::Server::with_config(fs, cfg);
+    if let Err(e) = rt.block_on(daemon::serve(server, &o, listeners)) {
+        fatal("plumber", e);
+    }
+}

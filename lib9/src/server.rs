@@ -52,10 +52,16 @@ pub struct Opened<F> {
 /// sends straight from the page cache (sendfile) without copying it through the server.
 pub enum Data {
     Bytes(Bytes),
+    /// A range of a host file; `map`, if given, is that range mapped into memory.
+    /// The kernel copies from it to a socket (a file that shrank under the mapping
+    /// makes that write fail with EFAULT, which is handled); where the connection
+    /// must touch the bytes itself (TLS) the mapping is not used and the file is
+    /// read, since touching a page past a shrunk file's end would be SIGBUS.
     File {
         file: Arc<std::fs::File>,
         offset: u64,
         len: u32,
+        map: Option<Bytes>,
     },
 }
 
@@ -381,6 +387,7 @@ enum Reply {
         file: Arc<std::fs::File>,
         offset: u64,
         len: u32,
+        map: Option<Bytes>,
     },
 }
 
@@ -758,7 +765,12 @@ impl<F: Filesystem> ConnState<F> {
                 self.trace_out(&m);
                 self.send_encoded(&m, Some(Box::new(ticket)));
             }
-            Reply::File { file, offset, len } => {
+            Reply::File {
+                file,
+                offset,
+                len,
+                map,
+            } => {
                 if self.srv.cfg.trace {
                     eprintln!("-{}-> Rread tag {tag} count {len} (from file)", self.id);
                 }
@@ -773,6 +785,7 @@ impl<F: Filesystem> ConnState<F> {
                         file,
                         offset,
                         len: len as usize,
+                        map,
                     },
                     guard: Some(Box::new(ticket)),
                 });
@@ -938,11 +951,20 @@ impl<F: Filesystem> ConnState<F> {
                 };
                 Ok(Reply::Msg(Fcall::Rread { data }))
             }
-            Data::File { file, offset, len } => Ok(Reply::File {
+            Data::File {
                 file,
                 offset,
-                len: len.min(count),
-            }),
+                len,
+                map,
+            } => {
+                let len = len.min(count);
+                Ok(Reply::File {
+                    file,
+                    offset,
+                    len,
+                    map: map.map(|m| m.slice(..(len as usize).min(m.len()))),
+                })
+            }
         }
     }
 

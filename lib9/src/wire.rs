@@ -373,10 +373,14 @@ impl Pipe {
 pub enum Bulk {
     None,
     Bytes(Bytes),
+    /// A range of a file, and perhaps that range mapped (see `server::Data::File`):
+    /// to a socket the mapping is written, else sent with sendfile; over TLS the
+    /// file is read.
     File {
         file: std::sync::Arc<std::fs::File>,
         offset: u64,
         len: usize,
+        map: Option<Bytes>,
     },
 }
 
@@ -492,7 +496,12 @@ async fn writer_loop(
                         pieces.push_back(Piece::Mem(b));
                     }
                 }
-                Bulk::File { file, offset, len } => {
+                Bulk::File {
+                    file,
+                    offset,
+                    len,
+                    map,
+                } => {
                     if len > 0 && read_files {
                         match read_range(&file, offset, len, &pool) {
                             Ok(b) => pieces.push_back(Piece::Mem(b)),
@@ -501,6 +510,8 @@ async fn writer_loop(
                                 return Err(e);
                             }
                         }
+                    } else if let Some(m) = map.filter(|m| m.len() == len) {
+                        pieces.push_back(Piece::Mem(m));
                     } else if len > 0 {
                         pieces.push_back(Piece::File { file, offset, len });
                     }
@@ -884,6 +895,41 @@ mod tests {
         });
     }
 
+    /// A file mapped shared, read-only, unmapped when the last `Bytes` goes.
+    struct Map(*mut libc::c_void, usize);
+    // SAFETY: the mapping is only read, and unmapped once.
+    unsafe impl Send for Map {}
+    impl AsRef<[u8]> for Map {
+        fn as_ref(&self) -> &[u8] {
+            // SAFETY: a live mapping of that many bytes.
+            unsafe { std::slice::from_raw_parts(self.0.cast(), self.1) }
+        }
+    }
+    impl Drop for Map {
+        fn drop(&mut self) {
+            // SAFETY: exactly what mmap gave.
+            unsafe { libc::munmap(self.0, self.1) };
+        }
+    }
+    impl Map {
+        fn new(f: &std::fs::File, len: usize) -> Bytes {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a new read-only shared mapping of an open file.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            Bytes::from_owner(Map(p, len))
+        }
+    }
+
     /// File data for a writer that is not a socket (TLS) is read and sent with the rest:
     /// whole, in frame, and padded with zeros where the file has shrunk.
     #[test]
@@ -896,6 +942,11 @@ mod tests {
             let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 991) as u8).collect();
             let mut f = tempfile::tempfile().unwrap();
             std::io::Write::write_all(&mut f, &content).unwrap();
+            // Each range comes with a mapping too, as exportfs gives it; the file is
+            // longer when mapped and shrinks before the writer runs, so touching the
+            // mapping past the new end would be SIGBUS: over TLS it must be left alone.
+            f.set_len(3_200_000).unwrap();
+            let map = Map::new(&f, 3_200_000);
             let file = std::sync::Arc::new(f);
             let (a, b) = tokio::io::duplex(64 * 1024);
             let (out, _h) = spawn_writer(WriteHalf::Other(Box::new(a)));
@@ -918,10 +969,12 @@ mod tests {
                         file: std::sync::Arc::clone(&file),
                         offset,
                         len,
+                        map: Some(map.slice(offset as usize..offset as usize + len)),
                     },
                     guard: None,
                 });
             }
+            file.set_len(content.len() as u64).unwrap();
             let after = Msg::new(10, Fcall::Rclunk);
             out.send(Outgoing::encode(&after).unwrap());
             let mut fr = FrameReader::new(ReadHalf::Other(Box::new(b)), crate::fcall::MAX_MSIZE);

@@ -695,14 +695,12 @@ impl Filesystem for ExportFs {
         // Mapped, the data is copied once, by the kernel, from the page cache into the
         // socket, as a write from memory would be; sendfile, the fallback, makes the
         // reader copy from page-cache pages one by one, which measured half as fast.
-        match mapped(&o.file, offset, len) {
-            Some(b) => Ok(Data::Bytes(b)),
-            None => Ok(Data::File {
-                file: Arc::clone(&o.file),
-                offset,
-                len: len as u32,
-            }),
-        }
+        Ok(Data::File {
+            file: Arc::clone(&o.file),
+            offset,
+            len: len as u32,
+            map: mapped(&o.file, offset, len),
+        })
     }
 
     async fn readdir(&self, _c: &Caller, fid: &ExpFid) -> FsResult<Vec<Stat>> {

@@ -912,7 +912,7 @@ mod tests {
         }
     }
     impl Map {
-        fn new(f: &std::fs::File, len: usize) -> Bytes {
+        fn bytes(f: &std::fs::File, len: usize) -> Bytes {
             use std::os::fd::AsRawFd;
             // SAFETY: a new read-only shared mapping of an open file.
             let p = unsafe {
@@ -946,7 +946,7 @@ mod tests {
             // longer when mapped and shrinks before the writer runs, so touching the
             // mapping past the new end would be SIGBUS: over TLS it must be left alone.
             f.set_len(3_200_000).unwrap();
-            let map = Map::new(&f, 3_200_000);
+            let map = Map::bytes(&f, 3_200_000);
             let file = std::sync::Arc::new(f);
             let (a, b) = tokio::io::duplex(64 * 1024);
             let (out, _h) = spawn_writer(WriteHalf::Other(Box::new(a)));

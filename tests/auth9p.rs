@@ -457,3 +457,53 @@ fn rc_mount_authenticates_and_mount_n_does_not() {
     );
     assert!(out.contains("authentication required"), "{out}");
 }
+
+/// srv shares one connection to an authenticating server: each local client's Tauth
+/// goes through to the server, so each authenticates with its own factotum.
+#[test]
+fn clients_of_srv_authenticate_through_it() {
+    let w = World::new(&[key("glenda", "glenda pw")]);
+    assert!(w.nine(&["create", "s"], "").status.success());
+    assert!(w.nine(&["write", "s"], "through srv\n").status.success());
+    let srv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_srv"))
+            .args(["-f", &w.addr, "shared"])
+            .env("NAMESPACE", w.client_ns())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("srv"),
+    );
+    wait_for(&w.client_ns().join("shared"));
+    let c = Command::new(env!("CARGO_BIN_EXE_9p"))
+        .args(["read", "shared/s"])
+        .env("NAMESPACE", w.client_ns())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("9p");
+    let o = wait_output(c);
+    assert!(o.status.success(), "read: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "through srv\n");
+    // A client with no key, through the same srv, is refused.
+    let empty = w.dir.path().join("empty-ns");
+    let _f = factotum(&empty, "tcp!127.0.0.1!1", &[]);
+    std::os::unix::fs::symlink(w.client_ns().join("shared"), empty.join("shared"))
+        .expect("symlink");
+    let c = Command::new(env!("CARGO_BIN_EXE_9p"))
+        .args(["read", "shared/s"])
+        .env("NAMESPACE", &empty)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("9p");
+    let o = wait_output(c);
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("auth_proxy: needkey"),
+        "{}",
+        text(&o.stderr)
+    );
+    drop(srv);
+}

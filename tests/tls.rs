@@ -360,3 +360,62 @@ fn large_files_both_ways() {
     assert!(o.status.success(), "read from exportfs: {}", stderr(&o));
     assert!(o.stdout == data, "read back {} bytes", o.stdout.len());
 }
+
+/// rc's `mount` of a `tls!` address: pinned in the dial string, a wrong pin refused
+/// with the mismatch told, and trust on first use remembered in `$HOME/lib/tls/known`
+/// (written by the mount's server after it has left the name space).
+#[test]
+fn rc_mounts_tls_addresses() {
+    let root = nix::unistd::geteuid().is_root();
+    if !root || std::fs::metadata("/dev/fuse").is_err() {
+        assert!(
+            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
+            "/dev/fuse and root are needed"
+        );
+        eprintln!("skipped: needs /dev/fuse and root");
+        return;
+    }
+    let ns = Ns::new();
+    let (sh, ch) = (home(), home());
+    let (srv, fp) = start_tls(&ns, sh.path(), &[]);
+    let o = ninep(
+        &ns,
+        ch.path(),
+        &["-a", &format!("{}!fp={fp}", srv.addr), "create", "m"],
+        None,
+    );
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let o = ninep(
+        &ns,
+        ch.path(),
+        &["-a", &format!("{}!fp={fp}", srv.addr), "write", "m"],
+        Some(b"mounted over tls\n"),
+    );
+    assert!(o.status.success(), "write: {}", stderr(&o));
+    let wrong: String = fp.chars().rev().collect();
+    let script = format!(
+        "rfork n
+mount '{a}!fp={fp}' /n || exit mount
+cat /n/m
+mount '{a}!fp={wrong}' /mnt >[2=1]
+echo status $status
+mount '{a}!tofu' /mnt || exit tofu
+cat /mnt/m",
+        a = srv.addr
+    );
+    let mut c = ns.cmd(env!("CARGO_BIN_EXE_rc"));
+    c.env("HOME", ch.path()).args(["-c", &script]);
+    let o = run_with_input(&mut c, None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.starts_with("mounted over tls\n"), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("server certificate fingerprint mismatch"),
+        "{out}"
+    );
+    assert!(out.contains("status "), "{out}");
+    assert!(out.ends_with("mounted over tls\n"), "{out}");
+    let known = std::fs::read_to_string(ch.path().join("lib/tls/known")).expect("known");
+    assert!(known.contains(&fp), "{known}");
+    assert_eq!(mode(&ch.path().join("lib/tls/known")), 0o600);
+}

@@ -482,72 +482,129 @@ fn known_pins(known: &Path, host: &str, port: u16) -> Result<Vec<String>, TlsErr
     Ok(out)
 }
 
-/// Append a line to `known` (made 0600 if new).
-fn remember(known: &Path, host: &str, port: u16, fp: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
+/// Open `known` to append to (made 0600 if new).
+fn open_known(known: &Path) -> Result<std::fs::File, TlsError> {
+    std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .open(known)
-        .map_err(|e| err(format!("{}: {}", known.display(), ename(&e))))?;
-    writeln!(f, "{host}!{port} {fp}")
         .map_err(|e| err(format!("{}: {}", known.display(), ename(&e))))
+}
+
+/// Append a line for `host!port` to `known`, open to append.
+fn remember(
+    known: &mut std::fs::File,
+    path: &Path,
+    host: &str,
+    port: u16,
+    fp: &str,
+) -> Result<(), TlsError> {
+    use std::io::Write;
+    writeln!(known, "{host}!{port} {fp}")
+        .map_err(|e| err(format!("{}: {}", path.display(), ename(&e))))
 }
 
 /// Run the client's side of the handshake over `tcp`, checking the server against the
 /// pins of the dial string or `$HOME/lib/tls/known`.
 pub async fn connect(tcp: tokio::net::TcpStream, t: &Target) -> Result<Stream, TlsError> {
-    let name = t.name();
-    let mut pins = t.pins.clone();
-    let mut known = None;
-    if pins.is_empty() {
-        let k = dir()?.join("known");
-        pins = known_pins(&k, &t.host, t.port)?;
-        known = Some(k);
-    }
-    let tofu = t.tofu && pins.is_empty();
-    let algs = provider().signature_verification_algorithms;
-    let verifier = Arc::new(Pinned {
-        pins: pins.clone(),
-        tofu,
-        seen: Mutex::new(None),
-        algs,
-    });
-    // The user's identity goes along for servers that ask for one; a broken one is
-    // an error rather than silently left out.
-    let id = Identity::user().map_err(|e| err(format!("{name}: {e}")))?;
-    let config = client_config(Arc::clone(&verifier), id, rustls::DEFAULT_VERSIONS)
-        .map_err(|e| err(format!("{name}: {e}")))?;
-    // Names are not checked (the pin is), but a DNS name goes along as SNI.
-    let sni = ServerName::try_from(t.host.clone()).unwrap_or(ServerName::IpAddress(
-        std::net::IpAddr::from([127, 0, 0, 1]).into(),
-    ));
-    match client_handshake(tcp, Arc::new(config), sni).await {
-        Ok(s) => {
-            if tofu
-                && let Some(k) = &known
-                && let Some(fp) = verifier.seen.lock().ok().and_then(|s| s.clone())
-            {
-                remember(k, &t.host, t.port, &fp).map_err(|e| err(format!("{name}: {e}")))?;
-            }
-            Ok(s)
+    t.prepare()?.handshake(tcp).await
+}
+
+/// Everything a client's handshake needs from the file system (the pins, the user's
+/// identity, the `known` file to remember a new server in), read beforehand, so that
+/// the handshake itself can run where `$HOME` is out of reach: the namespace engine's
+/// mount server makes its connection, prepares, leaves the name space, and only then
+/// shakes hands.
+pub struct Prepared {
+    target: Target,
+    pins: Vec<String>,
+    tofu: bool,
+    /// For trust on first use: `known`'s path and the file, open to append.
+    known: Option<(PathBuf, std::fs::File)>,
+    verifier: Arc<Pinned>,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Target {
+    /// Read what the handshake with this server will need (see [`Prepared`]).
+    pub fn prepare(&self) -> Result<Prepared, TlsError> {
+        let name = self.name();
+        let mut pins = self.pins.clone();
+        let mut known = None;
+        if pins.is_empty() {
+            let k = dir()?.join("known");
+            pins = known_pins(&k, &self.host, self.port)?;
+            known = Some(k);
         }
-        Err(e) => {
-            let seen = verifier.seen.lock().ok().and_then(|s| s.clone());
-            Err(err(match seen {
-                Some(fp) if !pins.is_empty() && !pins.contains(&fp) => format!(
-                    "{name}: server certificate fingerprint mismatch: it is {fp}, expected {}",
-                    pins.join(" or ")
-                ),
-                Some(fp) if pins.is_empty() && !tofu => format!(
-                    "{name}: server certificate not known (sha256 fingerprint {fp}); \
-                     if that is the server's, pin it: dial {name}!fp={fp}, or add the line \
-                     '{}!{} {fp}' to $HOME/lib/tls/known",
-                    t.host, t.port
-                ),
-                _ => format!("{name}: tls handshake: {}", describe(&e)),
-            }))
+        let tofu = self.tofu && pins.is_empty();
+        let known = match known {
+            Some(k) if tofu => {
+                let f = open_known(&k).map_err(|e| err(format!("{name}: {e}")))?;
+                Some((k, f))
+            }
+            _ => None,
+        };
+        let algs = provider().signature_verification_algorithms;
+        let verifier = Arc::new(Pinned {
+            pins: pins.clone(),
+            tofu,
+            seen: Mutex::new(None),
+            algs,
+        });
+        // The user's identity goes along for servers that ask for one; a broken one is
+        // an error rather than silently left out.
+        let id = Identity::user().map_err(|e| err(format!("{name}: {e}")))?;
+        let config = client_config(Arc::clone(&verifier), id, rustls::DEFAULT_VERSIONS)
+            .map_err(|e| err(format!("{name}: {e}")))?;
+        Ok(Prepared {
+            target: self.clone(),
+            pins,
+            tofu,
+            known,
+            verifier,
+            config: Arc::new(config),
+        })
+    }
+}
+
+impl Prepared {
+    /// Run the client's side of the handshake over `tcp`.
+    pub async fn handshake(self, tcp: tokio::net::TcpStream) -> Result<Stream, TlsError> {
+        let t = &self.target;
+        let name = t.name();
+        // Names are not checked (the pin is), but a DNS name goes along as SNI.
+        let sni = ServerName::try_from(t.host.clone()).unwrap_or(ServerName::IpAddress(
+            std::net::IpAddr::from([127, 0, 0, 1]).into(),
+        ));
+        let pins = &self.pins;
+        match client_handshake(tcp, self.config, sni).await {
+            Ok(s) => {
+                if self.tofu
+                    && let Some((path, mut file)) = self.known
+                    && let Some(fp) = self.verifier.seen.lock().ok().and_then(|s| s.clone())
+                {
+                    remember(&mut file, &path, &t.host, t.port, &fp)
+                        .map_err(|e| err(format!("{name}: {e}")))?;
+                }
+                Ok(s)
+            }
+            Err(e) => {
+                let seen = self.verifier.seen.lock().ok().and_then(|s| s.clone());
+                Err(err(match seen {
+                    Some(fp) if !pins.is_empty() && !pins.contains(&fp) => format!(
+                        "{name}: server certificate fingerprint mismatch: it is {fp}, expected {}",
+                        pins.join(" or ")
+                    ),
+                    Some(fp) if pins.is_empty() && !self.tofu => format!(
+                        "{name}: server certificate not known (sha256 fingerprint {fp}); \
+                         if that is the server's, pin it: dial {name}!fp={fp}, or add the line \
+                         '{}!{} {fp}' to $HOME/lib/tls/known",
+                        t.host, t.port
+                    ),
+                    _ => format!("{name}: tls handshake: {}", describe(&e)),
+                }))
+            }
         }
     }
 }

@@ -193,16 +193,17 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 Err(e) => return fail(format!("runtime: {e}")),
             };
             let conn = rt.block_on(async {
-                let conn = stream
-                    .into_conn()
-                    .map_err(|e| format!("{addr}: {}", errstr(&e)))?;
+                let conn = stream.into_conn().await?;
                 let c = lib9::Client::connect(conn, lib9::client::Options::default())
                     .await
                     .map_err(|e| e.to_string())?;
                 let root = if noauth {
                     c.attach_auth(None, &user, &aname).await
                 } else {
-                    let f = factotum.and_then(|f| f.into_conn().ok());
+                    let f = match factotum {
+                        Some(f) => f.into_conn().await.ok(),
+                        None => None,
+                    };
                     lib9::auth::attach_with(&c, &user, &aname, f).await
                 }
                 .map_err(|e| e.to_string())?;
@@ -265,19 +266,32 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
 enum Stream {
     Unix(std::os::unix::net::UnixStream, String),
     Tcp(std::net::TcpStream, String),
+    /// TCP, with the TLS handshake still to come (what it needs is read).
+    Tls(std::net::TcpStream, Box<lib9::tls::Prepared>, String),
 }
 
 impl Stream {
     /// As lib9's connection; inside the runtime.
-    fn into_conn(self) -> io::Result<lib9::dial::Conn> {
+    async fn into_conn(self) -> Result<lib9::dial::Conn, String> {
+        let io = |name: &str, e: io::Error| format!("{name}: {}", errstr(&e));
         Ok(match self {
             Stream::Unix(s, name) => {
-                s.set_nonblocking(true)?;
-                lib9::dial::Conn::from_unix(tokio::net::UnixStream::from_std(s)?, name)
+                s.set_nonblocking(true).map_err(|e| io(&name, e))?;
+                let s = tokio::net::UnixStream::from_std(s).map_err(|e| io(&name, e))?;
+                lib9::dial::Conn::from_unix(s, name)
             }
             Stream::Tcp(s, name) => {
-                s.set_nonblocking(true)?;
-                lib9::dial::Conn::from_tcp(tokio::net::TcpStream::from_std(s)?, name)
+                s.set_nonblocking(true).map_err(|e| io(&name, e))?;
+                let s = tokio::net::TcpStream::from_std(s).map_err(|e| io(&name, e))?;
+                lib9::dial::Conn::from_tcp(s, name)
+            }
+            Stream::Tls(s, tls, name) => {
+                s.set_nonblocking(true).map_err(|e| io(&name, e))?;
+                let s = tokio::net::TcpStream::from_std(s).map_err(|e| io(&name, e))?;
+                tls.handshake(s)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_conn(name)
             }
         })
     }
@@ -295,25 +309,32 @@ fn connect(addr: &str) -> Result<Stream, String> {
             .map(|s| Stream::Unix(s, name.clone()))
             .map_err(|e| format!("{name}: {}", errstr(&e))),
         lib9::dial::Addr::Tcp { host, port } => {
-            use std::net::ToSocketAddrs;
-            let addrs = (host.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|e| format!("{name}: {}", errstr(&e)))?;
-            // A host that never answers is given up on, not waited for.
-            let mut last = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
-            for a in addrs {
-                match std::net::TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        return Ok(Stream::Tcp(s, name));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(format!("{name}: {}", errstr(&last)))
+            connect_tcp(&host, port, &name).map(|s| Stream::Tcp(s, name))
         }
-        lib9::dial::Addr::Tls(_) => Err(format!("{name}: tls is not supported here")),
+        lib9::dial::Addr::Tls(t) => {
+            let tls = t.prepare().map_err(|e| e.to_string())?;
+            connect_tcp(&t.host, t.port, &name).map(|s| Stream::Tls(s, Box::new(tls), name))
+        }
     }
+}
+
+/// Connect to `host`'s `port`, giving up on a host that never answers.
+fn connect_tcp(host: &str, port: u16, name: &str) -> Result<std::net::TcpStream, String> {
+    use std::net::ToSocketAddrs;
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{name}: {}", errstr(&e)))?;
+    let mut last = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("{name}: {}", errstr(&last)))
 }
 
 /// Leave the caller's name space for one holding only the root file system, /proc

@@ -46,7 +46,7 @@ struct Args {
     /// Post the service as NAME in $NAMESPACE
     #[arg(short = 's', value_name = "srvname", default_value = "factotum")]
     srvname: String,
-    /// Mount point (accepted; mounting comes with the namespace engine)
+    /// Where to mount the service in a private name space (default /mnt/factotum)
     #[arg(short = 'm', value_name = "mtpt")]
     mtpt: Option<String>,
     /// The authentication server, tcp!host[!port] (p9sk1 clients get tickets
@@ -271,7 +271,10 @@ fn main() {
         read_keys(&a);
         return;
     }
-    let _ = &a.mtpt;
+    // In a private name space the service is also mounted, as Plan 9's factotum mounts
+    // itself on /mnt.
+    let selfmount =
+        daemon::SelfMount::new(&a.srvname, a.mtpt.as_deref().unwrap_or("/mnt/factotum"));
     // The posted socket must be the user's alone: 0600.
     // SAFETY: umask only sets the process's file creation mask.
     unsafe { libc::umask(0o077) };
@@ -314,7 +317,9 @@ fn main() {
     }
     let prompt_on_tty = tty.is_some() && isatty(0) && a.prompter.is_none();
     if !o.foreground {
-        daemon::background().unwrap_or_else(|e| die(e));
+        daemon::background_mounted(selfmount.as_ref(), "factotum").unwrap_or_else(|e| die(e));
+    } else if let Some(m) = &selfmount {
+        m.mount_aside("factotum");
     }
     // dp9ik's table of multiples of the curve's base point, made now rather than in
     // the first exchange (after the fork, which would not take the thread along).
@@ -336,7 +341,11 @@ fn main() {
     } else if let Some(tty) = tty.filter(|_| prompt_on_tty) {
         fs.prompt_with(Box::new(TtyPrompter::new(tty, &user)));
     }
-    if let Err(e) = rt.block_on(daemon::serve(server, &o, listeners)) {
+    let served = rt.block_on(daemon::serve(server, &o, listeners));
+    if let Some(m) = &selfmount {
+        m.unmount();
+    }
+    if let Err(e) = served {
         die(e);
     }
 }

@@ -26,6 +26,9 @@ struct Args {
     /// Post the service under this name instead of plumb
     #[arg(short = 's', value_name = "srvname", default_value = "plumb")]
     srvname: String,
+    /// Where to mount the service in a private name space (default /mnt/plumb)
+    #[arg(short = 'm', value_name = "mtpt")]
+    mtpt: Option<String>,
     /// Print every 9P message on standard error
     #[arg(short = 'D')]
     trace: bool,
@@ -65,8 +68,14 @@ fn main() {
         tls: Default::default(),
     };
     let listeners = daemon::announce_all(&o).unwrap_or_else(|e| fatal("plumber", e));
+    // In a private name space the service is also mounted, where Plan 9's programs
+    // look for it.
+    let selfmount = daemon::SelfMount::new(&a.srvname, a.mtpt.as_deref().unwrap_or("/mnt/plumb"));
     if !o.foreground {
-        daemon::background().unwrap_or_else(|e| fatal("plumber", e));
+        daemon::background_mounted(selfmount.as_ref(), "plumber")
+            .unwrap_or_else(|e| fatal("plumber", e));
+    } else if let Some(m) = &selfmount {
+        m.mount_aside("plumber");
     }
     let fs = Plumber::new(
         &lib9::ns::user(),
@@ -81,7 +90,11 @@ fn main() {
         ..lib9::server::Config::default()
     };
     let server = lib9::server::Server::with_config(fs, cfg);
-    if let Err(e) = rt.block_on(daemon::serve(server, &o, listeners)) {
+    let served = rt.block_on(daemon::serve(server, &o, listeners));
+    if let Some(m) = &selfmount {
+        m.unmount();
+    }
+    if let Err(e) = served {
         fatal("plumber", e);
     }
 }

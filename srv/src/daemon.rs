@@ -130,25 +130,123 @@ pub fn background() -> io::Result<()> {
         }
         nix::unistd::ForkResult::Child => {
             let _ = nix::unistd::setsid();
-            // Let go of the caller's standard input and output, and of standard error
-            // if it is a pipe or socket: whoever started us (`x=$(ramfs)`, a test
-            // reading our output) would otherwise wait for them to close for as long
-            // as we run. Standard error on a terminal or a file stays, for messages.
-            if let Ok(null) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                let fd = null.as_raw_fd();
-                // SAFETY: dup2 of a descriptor we hold onto the standard ones.
-                unsafe {
-                    libc::dup2(fd, 0);
-                    libc::dup2(fd, 1);
-                    if is_pipe_or_socket(2) {
-                        libc::dup2(fd, 2);
-                    }
-                }
+            detach_stdio();
+            Ok(())
+        }
+    }
+}
+
+/// Let go of the caller's standard input and output, and of standard error if it is a
+/// pipe or socket: whoever started us (`x=$(ramfs)`, a test reading our output) would
+/// otherwise wait for them to close for as long as we run. Standard error on a
+/// terminal or a file stays, for messages.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let fd = null.as_raw_fd();
+        // SAFETY: dup2 of a descriptor we hold onto the standard ones.
+        unsafe {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            if is_pipe_or_socket(2) {
+                libc::dup2(fd, 2);
             }
+        }
+    }
+}
+
+/// A service that mounts itself in the private name space it was started in, as
+/// Plan 9's factotum mounts at `/mnt/factotum` and the plumber is mounted at
+/// `/mnt/plumb`: `name` (posted in `$NAMESPACE`) mounted at `mtpt`.
+#[derive(Clone, Debug)]
+pub struct SelfMount {
+    pub name: String,
+    pub mtpt: String,
+}
+
+impl SelfMount {
+    /// The mount to make, or `None` outside a ninespace name space (there is nowhere
+    /// private to mount in; the service is used through `$NAMESPACE`).
+    pub fn new(name: &str, mtpt: &str) -> Option<SelfMount> {
+        crate::ns::is_private().then(|| SelfMount {
+            name: name.to_string(),
+            mtpt: mtpt.to_string(),
+        })
+    }
+
+    /// Make the mount (the mount point too, if missing). The service must be
+    /// answering: the mount attaches to it. Runs the namespace engine, so must run in
+    /// a process with one thread.
+    fn mount(&self) -> Result<(), String> {
+        match std::fs::create_dir(&self.mtpt) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {}", self.mtpt, crate::ns::errstr(&e))),
+        }
+        let f = crate::ns::Flags {
+            noauth: true,
+            ..crate::ns::Flags::default()
+        };
+        crate::ns::mount(&self.name, &self.mtpt, f, "").map_err(|e| e.to_string())
+    }
+
+    /// Take the mount away again, if it is still this service's.
+    pub fn unmount(&self) {
+        let _ = crate::ns::unmount(Some(&self.name), &self.mtpt);
+    }
+
+    /// Mount from a process of its own, started now (before any thread), while this
+    /// one goes on to serve: for a service staying in the foreground. A failure is
+    /// reported on standard error as `prog: mount mtpt: why`.
+    pub fn mount_aside(&self, prog: &str) {
+        // SAFETY: no other threads exist yet (callers promise), so fork is sound.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let code = match self.mount() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("{prog}: mount {}: {e}", self.mtpt);
+                        1
+                    }
+                };
+                // SAFETY: _exit ends the process without running the parent's
+                // destructors (the posted sockets are the parent's).
+                unsafe { libc::_exit(code) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                // Reap it when it is done, from a thread that waits only for it.
+                std::thread::spawn(move || {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                });
+            }
+            Err(e) => eprintln!("{prog}: mount {}: fork: {e}", self.mtpt),
+        }
+    }
+}
+
+/// [`background`], with the parent making `mount` (if any) once the child serves and
+/// only then exiting: `factotum; cat /mnt/factotum/ctl` works as on Plan 9. A mount
+/// that fails is reported on standard error as `prog: mount mtpt: why`, and the
+/// service goes on (it is still posted).
+pub fn background_mounted(mount: Option<&SelfMount>, prog: &str) -> io::Result<()> {
+    let Some(m) = mount else {
+        return background();
+    };
+    // SAFETY: no other threads exist yet (callers promise), so fork is sound.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            if let Err(e) = m.mount() {
+                eprintln!("{prog}: mount {}: {e}", m.mtpt);
+            }
+            // SAFETY: _exit ends the process immediately (as in `background`).
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::unistd::setsid();
+            detach_stdio();
             Ok(())
         }
     }

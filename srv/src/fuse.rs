@@ -493,6 +493,10 @@ impl Filesystem for Bridge {
             .set_max_readahead(iounit)
             .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
+        // O_TRUNC comes with the open, to go in the open message (Plan 9's OTRUNC),
+        // rather than as a truncation before it: a synthetic file such as factotum's
+        // ctl may be opened with OTRUNC but refuses to have its length set.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Listings that carry attributes pay only when the kernel may keep them.
         if self.inner.cache {
             let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);

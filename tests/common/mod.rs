@@ -247,3 +247,35 @@ pub fn within<T>(
             .expect("test timed out")
     })
 }
+
+/// The pid of the process serving `name` in `ns`, found among this user's processes.
+pub fn find_pid(ns: &Ns, name: &str) -> Option<i32> {
+    let want = std::fs::canonicalize(ns.svc(name)).ok()?;
+    // A listening socket's inode shows in /proc/net/unix; find who holds it.
+    let unix = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let path = want.to_string_lossy().into_owned();
+    // Only the listening socket: a connection the server accepted shows the same
+    // path, and may be gone by the time its holder is looked for.
+    let sock_ino: String = unix
+        .lines()
+        .find(|l| l.ends_with(&path) && l.split_whitespace().nth(3) == Some("00010000"))?
+        .split_whitespace()
+        .nth(6)?
+        .to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(t) = std::fs::read_link(fd.path()) {
+                if t.to_string_lossy() == format!("socket:[{sock_ino}]") {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}

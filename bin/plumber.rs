@@ -83,7 +83,12 @@ fn main() {
         Box::new(HostLibrary),
         Box::new(RcStarter::find()),
     );
-    let rt = daemon::runtime().unwrap_or_else(|e| fatal("plumber", e));
+    // One thread: a message's work is small, and handing requests between worker
+    // threads (waking one for each) would cost more than the work.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fatal("plumber", e));
     let cfg = lib9::server::Config {
         trace: a.trace,
         max_msize: 256 * 1024,

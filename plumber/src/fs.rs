@@ -23,9 +23,10 @@ use tokio::sync::Notify;
 
 /// Messages queued for one reader before the oldest are dropped.
 pub const MAX_QUEUE: usize = 4096;
-/// How long a send waits for room in a reader's queue, and how often it looks.
+/// The length a full queue is read down to before the senders it held back go on.
+const ROOM_AGAIN: usize = MAX_QUEUE / 4 * 3;
+/// How long a send waits for room in a reader's queue.
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// Messages held for a `plumb client` port until it is opened.
 pub const MAX_HELD: usize = 256;
 /// The largest rules text.
@@ -159,9 +160,14 @@ impl State {
 }
 
 /// The plumber.
+///
+/// It must run on a tokio runtime with its timer enabled (a send waiting for room in
+/// a reader's queue gives up after a while).
 pub struct Plumber {
     owner: String,
     state: Mutex<State>,
+    /// Told when a reader takes a message from a queue that was full.
+    room: Notify,
     lib: Box<dyn Library + Send + Sync>,
     starter: Box<dyn Starter>,
 }
@@ -235,6 +241,7 @@ impl Plumber {
         Plumber {
             owner: owner.into(),
             state: Mutex::new(st),
+            room: Notify::new(),
             lib,
             starter,
         }
@@ -278,19 +285,26 @@ impl Plumber {
             let (argv, _) = exec::startup(&m, &rules, matched.as_ref()).map_err(Ename::new)?;
             return self.starter.start(&argv).map_err(Ename::new);
         }
-        let mut waited = std::time::Duration::ZERO;
-        while waited < QUEUE_WAIT && self.port_full(&m.dst) {
-            lib9::server::pause(QUEUE_POLL).await;
-            waited += QUEUE_POLL;
+        // A reader that has fallen MAX_QUEUE messages behind holds the sender back
+        // (the write waits until it reads); past QUEUE_WAIT its oldest message is
+        // dropped instead.
+        let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Listening before looking, so a read in between is not missed.
+            room.as_mut().enable();
+            if !self.port_full(&m.dst)
+                || tokio::time::timeout_at(deadline, room).await.is_err()
+            {
+                break;
+            }
         }
         let mut st = lock(&self.state);
         let Some(pi) = st.ports.iter().position(|p| p.name == m.dst) else {
             return Err(Ename::new("no such plumb port"));
         };
         if !st.ports[pi].readers.is_empty() {
-            // A reader that has fallen MAX_QUEUE messages behind holds the sender
-            // back for a while (the write waits); past QUEUE_WAIT its oldest message
-            // is dropped instead.
             let b = Bytes::from(m.pack());
             st.deliver(pi, b);
             return Ok(());
@@ -400,6 +414,11 @@ impl Plumber {
         if r.off >= head.len() {
             r.q.pop_front();
             r.off = 0;
+            // Senders held back by a full queue go on once a quarter of it is read,
+            // rather than each time one message is.
+            if r.q.len() == ROOM_AGAIN {
+                self.room.notify_waiters();
+            }
         }
         Ok(Some(b))
     }
@@ -633,6 +652,9 @@ impl Filesystem for Plumber {
                 {
                     p.readers.retain(|x| x != id);
                 }
+                drop(st);
+                // A sender may have been waiting for this reader.
+                self.room.notify_waiters();
             }
             Open::Rules(w) => {
                 let w = lock(w);
@@ -653,5 +675,123 @@ impl Filesystem for Plumber {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::HostLibrary;
+
+    struct NoStart;
+    impl Starter for NoStart {
+        fn start(&self, argv: &[String]) -> Result<(), String> {
+            Err(format!("would start {argv:?}"))
+        }
+    }
+
+    fn plumber() -> Plumber {
+        let rules = Rules::parse("test", "type is text\nplumb to p\n", &HostLibrary).unwrap();
+        Plumber::new("glenda", rules, Box::new(HostLibrary), Box::new(NoStart))
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            uname: Arc::from("glenda"),
+        }
+    }
+
+    async fn open_port(p: &Plumber) -> Fid {
+        let c = caller();
+        let (root, _) = p.attach(&c, "", None).await.unwrap();
+        let w = p.walk(&c, &root, &["p".to_string()]).await.unwrap();
+        p.open(&c, &w.fid.unwrap(), OREAD).await.unwrap().fid
+    }
+
+    fn msg(i: usize) -> Message {
+        Message::text("test", "/", i.to_string().as_bytes())
+    }
+
+    async fn recv(p: &Plumber, f: &Fid) -> Message {
+        let Data::Bytes(b) = p.read(&caller(), f, 0, 8192).await.unwrap() else {
+            panic!("not bytes");
+        };
+        match unpack_partial(&b).unwrap() {
+            Unpacked::Message(m) => m,
+            Unpacked::More(_) => panic!("partial"),
+        }
+    }
+
+    fn rt(paused: bool) -> tokio::runtime::Runtime {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.enable_all();
+        if paused {
+            b.start_paused(true);
+        }
+        b.build().unwrap()
+    }
+
+    /// A reader MAX_QUEUE messages behind holds the sender back until it has read a
+    /// quarter of its queue; nothing is lost and the order is kept.
+    #[test]
+    fn a_full_queue_holds_the_sender_back() {
+        rt(false).block_on(async {
+            let p = Arc::new(plumber());
+            let f = open_port(&p).await;
+            for i in 0..MAX_QUEUE {
+                p.send(msg(i)).await.unwrap();
+            }
+            let p2 = Arc::clone(&p);
+            let last = tokio::spawn(async move { p2.send(msg(MAX_QUEUE)).await });
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert!(!last.is_finished(), "the send did not wait");
+            for i in 0..MAX_QUEUE - ROOM_AGAIN - 1 {
+                assert_eq!(recv(&p, &f).await.data, i.to_string().as_bytes());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!last.is_finished(), "the send went on too soon");
+            // One more read: the queue is down to ROOM_AGAIN.
+            let _ = recv(&p, &f).await;
+            tokio::time::timeout(std::time::Duration::from_secs(5), last)
+                .await
+                .expect("the send was not let go")
+                .unwrap()
+                .unwrap();
+            for i in MAX_QUEUE - ROOM_AGAIN..=MAX_QUEUE {
+                assert_eq!(recv(&p, &f).await.data, i.to_string().as_bytes());
+            }
+            assert_eq!(p.dropped(), 0);
+        });
+    }
+
+    /// A reader that does not read for QUEUE_WAIT loses its oldest message, and the
+    /// sender goes on; a reader that goes away lets waiting senders go at once.
+    #[test]
+    fn a_stuck_reader_loses_its_oldest_message() {
+        rt(true).block_on(async {
+            let p = Arc::new(plumber());
+            let f = open_port(&p).await;
+            for i in 0..MAX_QUEUE {
+                p.send(msg(i)).await.unwrap();
+            }
+            let t0 = tokio::time::Instant::now();
+            p.send(msg(MAX_QUEUE)).await.unwrap();
+            assert!(t0.elapsed() >= QUEUE_WAIT);
+            assert_eq!(p.dropped(), 1);
+            assert_eq!(recv(&p, &f).await.data, b"1");
+
+            // Full again; a waiting sender is let go when the reader clunks.
+            p.send(msg(0)).await.unwrap();
+            let p2 = Arc::clone(&p);
+            let t0 = tokio::time::Instant::now();
+            let waiting = tokio::spawn(async move { p2.send(msg(1)).await });
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            assert!(!waiting.is_finished());
+            p.clunk(&caller(), &f).await;
+            // With the port unread, the message would start a program.
+            let r = waiting.await.unwrap();
+            assert!(t0.elapsed() < QUEUE_WAIT);
+            assert!(r.is_err());
+        });
     }
 }

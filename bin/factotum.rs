@@ -341,10 +341,7 @@ fn main() {
     } else if let Some(tty) = tty.filter(|_| prompt_on_tty) {
         fs.prompt_with(Box::new(TtyPrompter::new(tty, &user)));
     }
-    let served = rt.block_on(daemon::serve(server, &o, listeners));
-    if let Some(m) = &selfmount {
-        m.unmount();
-    }
+    let served = rt.block_on(daemon::serve_mounted(server, &o, listeners, selfmount));
     if let Err(e) = served {
         die(e);
     }

@@ -95,10 +95,7 @@ fn main() {
         ..lib9::server::Config::default()
     };
     let server = lib9::server::Server::with_config(fs, cfg);
-    let served = rt.block_on(daemon::serve(server, &o, listeners));
-    if let Some(m) = &selfmount {
-        m.unmount();
-    }
+    let served = rt.block_on(daemon::serve_mounted(server, &o, listeners, selfmount));
     if let Err(e) = served {
         fatal("plumber", e);
     }

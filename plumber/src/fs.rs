@@ -294,9 +294,7 @@ impl Plumber {
             tokio::pin!(room);
             // Listening before looking, so a read in between is not missed.
             room.as_mut().enable();
-            if !self.port_full(&m.dst)
-                || tokio::time::timeout_at(deadline, room).await.is_err()
-            {
+            if !self.port_full(&m.dst) || tokio::time::timeout_at(deadline, room).await.is_err() {
                 break;
             }
         }

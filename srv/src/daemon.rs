@@ -193,7 +193,8 @@ impl SelfMount {
         crate::ns::mount(&self.name, &self.mtpt, f, "").map_err(|e| e.to_string())
     }
 
-    /// Take the mount away again, if it is still this service's.
+    /// Take the mount away again, if it is still this service's. It looks at the
+    /// mount, so the service must still be answering (see [`serve_mounted`]).
     pub fn unmount(&self) {
         let _ = crate::ns::unmount(Some(&self.name), &self.mtpt);
     }
@@ -305,12 +306,30 @@ pub async fn serve<F: Filesystem>(
     o: &Opts,
     listeners: Vec<Listener>,
 ) -> io::Result<()> {
+    serve_mounted(server, o, listeners, None).await
+}
+
+/// [`serve`], taking `mount` away once asked to stop and before the service goes.
+/// Unmounting looks at the mount, which asks this service, so it is done while the
+/// service still answers (on a thread of its own, in case the runtime has only one).
+pub async fn serve_mounted<F: Filesystem>(
+    server: Arc<Server<F>>,
+    o: &Opts,
+    listeners: Vec<Listener>,
+    mount: Option<SelfMount>,
+) -> io::Result<()> {
+    let unmount = || async {
+        if let Some(m) = mount.clone() {
+            let _ = tokio::task::spawn_blocking(move || m.unmount()).await;
+        }
+    };
     if o.stdio {
         let conn = stdio_conn()?;
         tokio::select! {
             _ = server.serve_conn(conn) => {}
             _ = stop_signal() => {}
         }
+        unmount().await;
         return Ok(());
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -327,6 +346,7 @@ pub async fn serve<F: Filesystem>(
         }
         _ = stop_signal() => {}
     }
+    unmount().await;
     // Dropping the tasks drops the listeners, which unposts the names.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::fuse_or_skip;
+
 const LIMIT: Duration = Duration::from_secs(20);
 const DOM: &str = "auth9p.test";
 
@@ -321,23 +324,9 @@ fn mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(4).is_some_and(|m| m == d))
 }
 
-fn fuse_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok()
-        && nix::unistd::geteuid().is_root()
-}
-
 #[test]
 fn ninepfuse_mounts_through_factotum() {
-    if !fuse_usable() {
-        assert!(
-            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
-            "/dev/fuse and root are needed"
-        );
-        eprintln!("skipped: needs /dev/fuse and root");
+    if !fuse_or_skip() {
         return;
     }
     let w = World::new(&[key("glenda", "glenda pw")]);
@@ -368,12 +357,7 @@ fn ninepfuse_mounts_through_factotum() {
 
 #[test]
 fn ninepfuse_without_key_is_refused() {
-    if !fuse_usable() {
-        assert!(
-            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
-            "/dev/fuse and root are needed"
-        );
-        eprintln!("skipped: needs /dev/fuse and root");
+    if !fuse_or_skip() {
         return;
     }
     let w = World::new(&[]);
@@ -424,12 +408,7 @@ fn dp9ik_is_chosen_when_the_client_has_a_key_for_it() {
 
 #[test]
 fn rc_mount_authenticates_and_mount_n_does_not() {
-    if !fuse_usable() {
-        assert!(
-            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
-            "/dev/fuse and root are needed"
-        );
-        eprintln!("skipped: needs /dev/fuse and root");
+    if !fuse_or_skip() {
         return;
     }
     let w = World::new(&[key("glenda", "glenda pw")]);
@@ -474,15 +453,7 @@ fn clients_of_srv_authenticate_through_it() {
             .expect("srv"),
     );
     wait_for(&w.client_ns().join("shared"));
-    let c = Command::new(env!("CARGO_BIN_EXE_9p"))
-        .args(["read", "shared/s"])
-        .env("NAMESPACE", w.client_ns())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("9p");
-    let o = wait_output(c);
+    let o = read_in(&w.client_ns(), "shared/s");
     assert!(o.status.success(), "read: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "through srv\n");
     // A client with no key, through the same srv, is refused.
@@ -490,15 +461,7 @@ fn clients_of_srv_authenticate_through_it() {
     let _f = factotum(&empty, "tcp!127.0.0.1!1", &[]);
     std::os::unix::fs::symlink(w.client_ns().join("shared"), empty.join("shared"))
         .expect("symlink");
-    let c = Command::new(env!("CARGO_BIN_EXE_9p"))
-        .args(["read", "shared/s"])
-        .env("NAMESPACE", &empty)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("9p");
-    let o = wait_output(c);
+    let o = read_in(&empty, "shared/s");
     assert!(!o.status.success(), "{}", text(&o.stdout));
     assert!(
         text(&o.stderr).contains("auth_proxy: needkey"),
@@ -506,4 +469,17 @@ fn clients_of_srv_authenticate_through_it() {
         text(&o.stderr)
     );
     drop(srv);
+}
+
+/// `9p read file` with `ns` as $NAMESPACE.
+fn read_in(ns: &Path, file: &str) -> Output {
+    let c = Command::new(env!("CARGO_BIN_EXE_9p"))
+        .args(["read", file])
+        .env("NAMESPACE", ns)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("9p");
+    wait_output(c)
 }

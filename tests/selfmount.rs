@@ -10,15 +10,6 @@ use common::*;
 
 const RC: &str = env!("CARGO_BIN_EXE_rc");
 
-fn fuse_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok()
-        && nix::unistd::geteuid().is_root()
-}
-
 /// Kills the service posted as `name` (by pid) when dropped.
 struct Posted<'a>(&'a Ns, &'static str);
 
@@ -33,12 +24,7 @@ impl Drop for Posted<'_> {
 
 #[test]
 fn factotum_and_plumber_mount_themselves() {
-    if !fuse_usable() {
-        assert!(
-            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
-            "/dev/fuse and root are needed"
-        );
-        eprintln!("skipped: needs /dev/fuse and root");
+    if !fuse_or_skip() {
         return;
     }
     let ns = Ns::new();

@@ -366,13 +366,7 @@ fn large_files_both_ways() {
 /// (written by the mount's server after it has left the name space).
 #[test]
 fn rc_mounts_tls_addresses() {
-    let root = nix::unistd::geteuid().is_root();
-    if !root || std::fs::metadata("/dev/fuse").is_err() {
-        assert!(
-            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
-            "/dev/fuse and root are needed"
-        );
-        eprintln!("skipped: needs /dev/fuse and root");
+    if !fuse_or_skip() {
         return;
     }
     let ns = Ns::new();

@@ -279,3 +279,23 @@ pub fn find_pid(ns: &Ns, name: &str) -> Option<i32> {
     }
     None
 }
+
+/// Whether FUSE mounts can be made here (root, with /dev/fuse). When they cannot, the
+/// caller skips its test, which this says on standard error; where the peers are
+/// required (CI sets NINESPACE_REQUIRE_PEERS) the test fails instead.
+pub fn fuse_or_skip() -> bool {
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok()
+        && nix::unistd::geteuid().is_root();
+    if !usable {
+        assert!(
+            std::env::var_os("NINESPACE_REQUIRE_PEERS").is_none(),
+            "/dev/fuse and root are needed"
+        );
+        eprintln!("skipped: needs /dev/fuse and root");
+    }
+    usable
+}

@@ -4,7 +4,8 @@
 //! The plumber runs as its own process with the built-in rules, as it does in use.
 //! One client writes N messages (`file:line` of an existing file, which the default
 //! rules route to the `edit` port after trying the earlier rule sets) on one open
-//! `send`, 16 writes in flight; another reads them from `edit`, one read at a time. Time runs from the first send to the last
+//! `send`, 16 writes in flight; another reads them from `edit` with the client
+//! library's PortReader (8 reads in flight). Time runs from the first send to the last
 //! message read. Run with `cargo bench --bench plumber` or `bench/plumber`;
 //! NINESPACE_BENCH_MESSAGES sets N (default 10,000).
 
@@ -48,7 +49,7 @@ fn main() {
     }
     let addr = format!("unix!{}", sock.display());
     let rp = Plumb::dial(&addr).expect("dial");
-    let port = rp.open_port("edit").expect("open edit");
+    let mut port = rp.open_port("edit").expect("open edit");
     // The sender keeps SEND_DEPTH writes in flight on one open `send`, as a busy
     // program with several threads would; each write is one whole message.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -74,7 +74,7 @@ fn stderr(o: &Output) -> String {
 
 /// Receive on `port` in a thread; the messages, or a failure after LIMIT.
 fn reader(p: Plumb, port: &str, n: usize) -> std::sync::mpsc::Receiver<Message> {
-    let r = p.open_port(port).expect("open port");
+    let mut r = p.open_port(port).expect("open port");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _p = p;
@@ -334,6 +334,37 @@ fn large_messages_are_reassembled() {
     let got = rx.recv_timeout(LIMIT).unwrap();
     assert_eq!(got.data.len(), data.len());
     assert_eq!(got.data, data);
+}
+
+/// A port reader keeps several reads in flight: messages still come in the order
+/// they were sent, small ones and ones that take many reads mixed, from senders
+/// racing the reader, with the reader slower and faster than them.
+#[test]
+fn messages_come_in_order_with_reads_in_flight() {
+    let s = Srv::start(RULES);
+    const N: usize = 600;
+    let rx = reader(s.dial(), "edit", N);
+    let p = s.dial();
+    let sender = p.sender("send").expect("open send");
+    for i in 0..N {
+        // Every 50th message takes several reads (and several writes).
+        let len = if i % 50 == 7 { 20_000 + i } else { i % 40 };
+        let mut data = format!("{i} ").into_bytes();
+        data.resize(data.len() + len, b'a' + (i % 26) as u8);
+        let mut m = Message::text("order", "/", &data);
+        m.dst = "edit".into();
+        sender.send(&m).unwrap();
+        if i % 100 == 99 {
+            // Let the reader catch up and wait with its reads in flight.
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    for i in 0..N {
+        let got = rx.recv_timeout(LIMIT).expect("message");
+        let text = String::from_utf8_lossy(&got.data);
+        let n: usize = text.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(n, i, "message {i} came as {n}");
+    }
 }
 
 #[test]

@@ -78,6 +78,11 @@ impl Fid {
         }
     }
 
+    /// The async fid underneath, and the runtime that drives it.
+    pub fn inner(&self) -> Result<(&Arc<Runtime>, &client::Fid)> {
+        Ok((&self.rt, self.f()?))
+    }
+
     pub fn qid(&self) -> Qid {
         self.f.as_ref().map(client::Fid::qid).unwrap_or_default()
     }

@@ -67,7 +67,7 @@ enum Waiter {
     /// A request in progress. `tx` is `None` once its future was dropped; `flushing`
     /// once a `Tflush` names it (the tag is then kept until the `Rflush`).
     Call {
-        tx: Option<oneshot::Sender<Fcall>>,
+        tx: Option<oneshot::Sender<(Fcall, u64)>>,
         flushing: bool,
         replied: bool,
         /// A fid the request would create, and for a walk how many names it walks.
@@ -89,6 +89,9 @@ struct State {
     free_fids: Vec<u32>,
     next_fid: u32,
     dead: bool,
+    /// Replies to calls received so far: each reply is numbered with the count, so
+    /// calls in flight together can be put in the order their replies came.
+    replies: u64,
 }
 
 impl State {
@@ -211,6 +214,7 @@ impl Client {
                 free_fids: Vec::new(),
                 next_fid: 0,
                 dead: false,
+                replies: 0,
             }),
             msize: agreed,
             slots: Arc::new(Semaphore::new(opts.max_inflight.max(1))),
@@ -241,6 +245,15 @@ impl Client {
     }
 
     /// Whether the connection has ended.
+    /// How many replies to calls have come so far. A call whose reply is numbered
+    /// (see [`Call::poll_numbered`]) at most this has its reply waiting already: of
+    /// several calls in flight, those polled after this was read and found ready,
+    /// and numbered at most this, are every one that came by then, so their order
+    /// is the order the server sent them in.
+    pub fn replies(&self) -> u64 {
+        lock(&self.inner.state).replies
+    }
+
     pub fn is_hungup(&self) -> bool {
         lock(&self.inner.state).dead
     }
@@ -418,7 +431,7 @@ fn clunk_locked(outbox: &Outbox, st: &mut State, fid: u32) {
 pub struct Call {
     inner: Arc<Inner>,
     tag: u16,
-    rx: oneshot::Receiver<Fcall>,
+    rx: oneshot::Receiver<(Fcall, u64)>,
     done: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -441,7 +454,7 @@ impl Call {
                 _ => {
                     // Already answered and forgotten.
                     drop(st);
-                    return Ok(self.rx.try_recv().ok());
+                    return Ok(self.rx.try_recv().ok().map(|(r, _)| r));
                 }
             }
             if st.dead {
@@ -462,7 +475,25 @@ impl Call {
                 .send_msg(&Msg::new(ftag, Fcall::Tflush { oldtag: self.tag }));
         }
         let _ = drx.await;
-        Ok(self.rx.try_recv().ok())
+        Ok(self.rx.try_recv().ok().map(|(r, _)| r))
+    }
+}
+
+impl Call {
+    /// Poll for the reply and its number: the count of replies the connection had
+    /// received when it came (see [`Client::replies`]).
+    pub fn poll_numbered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Fcall, u64)>> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => {
+                self.done = true;
+                Poll::Ready(Ok(r))
+            }
+            Poll::Ready(Err(_)) => {
+                self.done = true;
+                Poll::Ready(Err(Error::Hungup))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -470,7 +501,7 @@ impl Future for Call {
     type Output = Result<Fcall>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(r)) => {
+            Poll::Ready(Ok((r, _))) => {
                 self.done = true;
                 Poll::Ready(Ok(r))
             }
@@ -535,8 +566,9 @@ async fn reader_loop(inner: Arc<Inner>, mut rd: FrameReader) {
             } => {
                 // Deliver the reply; if nobody waits for it any more, undo a fid the
                 // server made after all.
+                st.replies += 1;
                 let unclaimed = match tx {
-                    Some(tx) => tx.send(m.body).err(),
+                    Some(tx) => tx.send((m.body, st.replies)).err().map(|(b, _)| b),
                     None => Some(m.body),
                 };
                 if let (Some(body), Some((nf, nwname))) = (unclaimed, newfid) {
@@ -979,5 +1011,72 @@ impl Drop for Fid {
         if !self.clunked {
             clunk_nowait(&self.client.inner, self.fid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn read_msg(s: &mut tokio::net::UnixStream) -> Msg {
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).await.unwrap();
+        let mut b = vec![0u8; u32::from_le_bytes(h) as usize];
+        b[..4].copy_from_slice(&h);
+        s.read_exact(&mut b[4..]).await.unwrap();
+        fcall::decode(b.into(), fcall::MAX_MSIZE).unwrap()
+    }
+
+    async fn write_msg(s: &mut tokio::net::UnixStream, tag: u16, body: Fcall) {
+        let b = Msg::new(tag, body).to_bytes().unwrap();
+        s.write_all(&b).await.unwrap();
+    }
+
+    /// Two calls in flight answered in the other order: each reply is numbered in the
+    /// order it came, and `replies` counts them.
+    #[tokio::test]
+    async fn replies_are_numbered_in_the_order_they_come() {
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            let v = read_msg(&mut b).await;
+            let version = fcall::VERSION9P.to_string();
+            write_msg(
+                &mut b,
+                v.tag,
+                Fcall::Rversion {
+                    msize: 8192,
+                    version,
+                },
+            )
+            .await;
+            let t1 = read_msg(&mut b).await;
+            let t2 = read_msg(&mut b).await;
+            let second = Bytes::from_static(b"second");
+            write_msg(&mut b, t2.tag, Fcall::Rread { data: second }).await;
+            let first = Bytes::from_static(b"first");
+            write_msg(&mut b, t1.tag, Fcall::Rread { data: first }).await;
+            b
+        });
+        let conn = crate::dial::Conn::from_unix(a, "test");
+        let c = Client::connect(conn, Options::default()).await.unwrap();
+        let before = c.replies();
+        let read = || Fcall::Tread {
+            fid: 1,
+            offset: 0,
+            count: 10,
+        };
+        let mut c1 = c.start(read(), None).await.unwrap();
+        let mut c2 = c.start(read(), None).await.unwrap();
+        let (_, n1) = std::future::poll_fn(|cx| c1.poll_numbered(cx))
+            .await
+            .unwrap();
+        let (r2, n2) = std::future::poll_fn(|cx| c2.poll_numbered(cx))
+            .await
+            .unwrap();
+        assert!(matches!(r2, Fcall::Rread { data } if &data[..] == b"second"));
+        assert_eq!((n2, n1), (before + 1, before + 2));
+        assert_eq!(c.replies(), before + 2);
+        let _keep = server.await.unwrap();
     }
 }

@@ -66,7 +66,7 @@ impl Plumb {
     pub fn open_port(&self, port: &str) -> Result<PortReader> {
         let mut f = self.root.walk(port)?;
         f.open(OREAD)?;
-        Ok(PortReader { f })
+        Ok(PortReader::new(f))
     }
 }
 
@@ -97,32 +97,102 @@ impl Sender {
     }
 }
 
+/// Reads of a port kept in flight by a [`PortReader`]: while the program handles one
+/// message the next ones are already on their way, so a busy port costs a read's
+/// round trip per batch of messages rather than per message.
+pub const READ_AHEAD: usize = 8;
+
+/// The most a read of a port asks for: plan9port's readers' size.
+const READ_SIZE: u32 = 8192;
+
 /// An open port.
+///
+/// Messages come in the order the plumber sent them, whichever of the reads in
+/// flight each came in: a reply of the plumber's holds part of one message only, and
+/// the replies are taken in the order they arrived (see [`lib9::client::Client::replies`]).
+/// That relies on the plumber answering reads in the order it takes messages from
+/// the port's queue, as ours does (one thread) and plan9port's does (one process
+/// serves the files). Messages the plumber had already sent in answer to reads in
+/// flight when the reader is dropped are lost with it.
 pub struct PortReader {
     f: Fid,
+    inflight: Vec<lib9::client::Call>,
+    /// Replies in hand, by number, not yet known to be next.
+    arrived: std::collections::BTreeMap<u64, lib9::client::Result<lib9::fcall::Fcall>>,
 }
 
 impl PortReader {
-    /// The next message, waiting for one.
-    pub fn recv(&self) -> Result<Message> {
-        let mut buf: Vec<u8> = self.f.read(0, 8192)?.to_vec();
-        if buf.is_empty() {
-            return Err(Error::Eof);
+    fn new(f: Fid) -> PortReader {
+        PortReader {
+            f,
+            inflight: Vec::new(),
+            arrived: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// The next message, waiting for one.
+    pub fn recv(&mut self) -> Result<Message> {
+        let mut buf: Vec<u8> = Vec::new();
         loop {
+            let b = self.next_reply()?;
+            if b.is_empty() {
+                return Err(Error::Eof);
+            }
+            buf.extend_from_slice(&b);
             match unpack_partial(&buf)? {
                 Unpacked::Message(m) => return Ok(m),
-                Unpacked::More(n) => {
-                    if buf.len() + n > MAX_MESSAGE + 4096 {
-                        return Err(MsgError::TooLarge.into());
-                    }
-                    let b = self.f.read(0, n.min(1 << 20) as u32)?;
-                    if b.is_empty() {
-                        return Err(Error::Eof);
-                    }
-                    buf.extend_from_slice(&b);
+                Unpacked::More(_) if buf.len() > MAX_MESSAGE + 4096 => {
+                    return Err(MsgError::TooLarge.into());
                 }
+                Unpacked::More(_) => {}
             }
+        }
+    }
+
+    /// The data of the next reply to come, keeping [`READ_AHEAD`] reads in flight.
+    fn next_reply(&mut self) -> Result<Bytes> {
+        let (rt, f) = self.f.inner()?;
+        let client = f.client().clone();
+        let (fid, count) = (f.raw(), READ_SIZE.min(f.iounit().max(1)));
+        let (inflight, arrived) = (&mut self.inflight, &mut self.arrived);
+        let reply = rt.block_on(async {
+            while inflight.len() < READ_AHEAD {
+                let t = lib9::fcall::Fcall::Tread {
+                    fid,
+                    offset: 0,
+                    count,
+                };
+                inflight.push(client.start(t, None).await?);
+            }
+            std::future::poll_fn(|cx| {
+                // Every reply numbered up to `upto` has come, so is found below: the
+                // first of them is the next in the order they came.
+                let upto = client.replies();
+                inflight.retain_mut(|c| match c.poll_numbered(cx) {
+                    std::task::Poll::Ready(Ok((r, n))) => {
+                        arrived.insert(n, Ok(r));
+                        false
+                    }
+                    std::task::Poll::Ready(Err(e)) => {
+                        arrived.insert(0, Err(e));
+                        false
+                    }
+                    std::task::Poll::Pending => true,
+                });
+                match arrived.first_entry() {
+                    Some(e) if *e.key() <= upto => std::task::Poll::Ready(Ok(e.remove())),
+                    _ => std::task::Poll::Pending,
+                }
+            })
+            .await
+        });
+        match reply {
+            Ok(Ok(lib9::fcall::Fcall::Rread { data })) if data.len() <= count as usize => Ok(data),
+            Ok(Ok(lib9::fcall::Fcall::Rerror { ename })) => {
+                Err(lib9::client::Error::Rerror(ename).into())
+            }
+            Ok(Ok(_)) => Err(lib9::client::Error::Unexpected("reply to Tread").into()),
+            Ok(Err(e)) | Err(e) => Err(e.into()),
         }
     }
 }

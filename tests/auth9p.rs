@@ -3,7 +3,7 @@
 //! its own $NAMESPACE. The clients are given no flag: they authenticate because the
 //! server asks.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::auth::AuthSrv;
 use common::fuse_or_skip;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -24,48 +25,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn adduser(dir: &Path, name: &str, pw: &str) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_authsrv"))
-        .arg("-d")
-        .arg(dir)
-        .args(["adduser", name])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("authsrv adduser");
-    if let Some(mut i) = c.stdin.take() {
-        writeln!(i, "{pw}").expect("password");
-    }
-    assert!(c.wait().expect("wait").success());
-}
-
-/// An authsrv on an ephemeral port, with users glenda and bootes; its dial string.
-fn authsrv(dir: &Path) -> (Proc, String) {
-    let keys = dir.join("keys");
-    adduser(&keys, "glenda", "glenda pw");
-    adduser(&keys, "bootes", "bootes pw");
-    let mut p = Proc(
-        Command::new(env!("CARGO_BIN_EXE_authsrv"))
-            .arg("-d")
-            .arg(&keys)
-            .args(["-a", "tcp!127.0.0.1!0", "--authdom", DOM])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start authsrv"),
-    );
-    let err = p.0.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(err).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(LIMIT).expect("authsrv did not start");
-    let hostport = line.trim().rsplit(' ').next().unwrap_or("").to_string();
-    let (host, port) = hostport.rsplit_once(':').expect("address");
-    (p, format!("tcp!{host}!{port}"))
 }
 
 fn wait_for(path: &Path) {
@@ -122,6 +81,7 @@ fn dp9ik(user: &str, pw: &str) -> String {
 /// holds `client_keys`.
 struct World {
     _procs: Vec<Proc>,
+    _auth: AuthSrv,
     dir: tempfile::TempDir,
     addr: String,
 }
@@ -133,7 +93,8 @@ impl World {
 
     fn with(client_keys: &[String], ramfs_flags: &[&str]) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, authaddr) = authsrv(dir.path());
+        let auth = AuthSrv::start_with(&["--authdom", DOM]);
+        let authaddr = auth.addr.clone();
         let sns = dir.path().join("server-ns");
         let f1 = factotum(
             &sns,
@@ -157,7 +118,8 @@ impl World {
         World {
             addr: format!("unix!{}", sock.display()),
             dir,
-            _procs: vec![r, f2, f1, a],
+            _procs: vec![r, f2, f1],
+            _auth: auth,
         }
     }
 

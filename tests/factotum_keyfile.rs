@@ -17,6 +17,9 @@ use bytes::Bytes;
 use lib9::blocking::{Client, Fid};
 use lib9::fcall::{ORDWR, OREAD, OWRITE};
 
+mod common;
+use common::auth::AuthSrv;
+
 const BIN: &str = env!("CARGO_BIN_EXE_factotum");
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -685,47 +688,6 @@ fn getkey_on_a_terminal() {
     let _ = t.master.as_raw_fd();
 }
 
-/// An authsrv on an ephemeral port, with user glenda (password `glenda pw`) and
-/// bootes (`bootes pw`): its address.
-fn authsrv(p: &Place) -> (Proc, String) {
-    use std::io::BufRead;
-    let keys = p.dir.path().join("authkeys");
-    for (u, pw) in [("glenda", "glenda pw"), ("bootes", "bootes pw")] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_authsrv"))
-            .arg("-d")
-            .arg(&keys)
-            .args(["adduser", u])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("authsrv adduser");
-        if let Some(mut i) = c.stdin.take() {
-            writeln!(i, "{pw}").unwrap();
-        }
-        assert!(c.wait().unwrap().success());
-    }
-    let mut a = Proc(
-        Command::new(env!("CARGO_BIN_EXE_authsrv"))
-            .arg("-d")
-            .arg(&keys)
-            .args(["-a", "tcp!127.0.0.1!0"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start authsrv"),
-    );
-    let err = a.0.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(err).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(LIMIT).expect("authsrv did not start");
-    let hostport = line.trim().rsplit(' ').next().unwrap_or("").to_string();
-    let (host, port) = hostport.rsplit_once(':').expect("address");
-    (a, format!("tcp!{host}!{port}"))
-}
-
 fn rpc_bytes(rpc: &Fid, verb: &str, data: &[u8]) -> Vec<u8> {
     let mut req = verb.as_bytes().to_vec();
     if !data.is_empty() {
@@ -748,7 +710,8 @@ fn ok_data(r: Vec<u8>) -> Vec<u8> {
 #[test]
 fn badkey_through_needkey() {
     let cp = Place::new();
-    let (_a, addr) = authsrv(&cp);
+    let auth = AuthSrv::start();
+    let addr = auth.addr.clone();
     let sp = Place::new();
     let mut c = cp.cmd();
     c.args(["-n", "-a", &addr]);

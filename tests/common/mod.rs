@@ -2,6 +2,8 @@
 //! directories, wait for them to accept, and kill them (by pid) when the test is done.
 #![allow(dead_code)]
 
+pub mod auth;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

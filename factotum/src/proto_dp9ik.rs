@@ -49,15 +49,17 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::attr::{Attr, Attrs, Derived, Key};
+use crate::attr::{Attrs, Derived, Key};
 use crate::authsrv::get_pak_tickets;
 use crate::pak::{AesKey, PAKYLEN, PakHash, PakKey, PakPriv, authpak_hash, passtoaeskey};
-use crate::proto_p9sk1::{add_cap, badkey_message, client_template, dial_auth, exact};
+use crate::proto_p9sk1::{
+    add_cap, badkey_message, client_ids, client_template, dial_auth, exact, server_key,
+};
 use crate::rpc::{AuthInfo, Ctx, Proto, ProtoDesc, SecretBytes, Step, Want};
 use crate::ticket::form1::{Authenticator, Ticket};
 use crate::ticket::{
     ANAMELEN, AUTH_AC, AUTH_AS, AUTH_PAK, AUTH_TC, AUTH_TS, CHALLEN, DOMLEN, MAXAUTHENTLEN,
-    MAXTICKETLEN, NONCELEN, TICKREQLEN, Ticketreq, check_name, random_bytes,
+    MAXTICKETLEN, NONCELEN, TICKREQLEN, Ticketreq, random_bytes,
 };
 
 pub const DESC: ProtoDesc = ProtoDesc {
@@ -266,16 +268,8 @@ impl Client {
             return Step::Error(KEY_MISMATCH.into());
         }
         self.st = CState::FindKey;
-        self.tr.hostid = key.find("user").unwrap_or("").to_string();
-        self.tr.uid = if self.speakfor {
-            ctx.sysuser.to_string()
-        } else {
-            self.tr.hostid.clone()
-        };
-        if let Err(e) = check_name("hostid", &self.tr.hostid, ANAMELEN)
-            .and_then(|()| check_name("uid", &self.tr.uid, ANAMELEN))
-        {
-            return Step::Error(e.to_string());
+        if let Err(e) = client_ids(&mut self.tr, &key, self.speakfor, ctx.sysuser) {
+            return Step::Error(e);
         }
         if [
             &self.tr.authdom,
@@ -614,20 +608,10 @@ impl Proto for Server {
         match self.st {
             SState::ReadChal => {
                 if self.km.is_none() {
-                    let mut a = ctx.attrs.clone();
-                    a.0.push(Attr::query("user"));
-                    a.0.push(Attr::query("dom"));
-                    a.0.push(Attr::val("proto", "dp9ik"));
-                    let Some(key) = ctx.key(&a) else {
-                        return Step::NeedKey(a);
+                    let (key, user, dom) = match server_key(ctx, "dp9ik") {
+                        Ok(k) => k,
+                        Err(s) => return s,
                     };
-                    let user = key.find("user").unwrap_or("").to_string();
-                    let dom = key.find("dom").unwrap_or("").to_string();
-                    if let Err(e) = check_name("user", &user, ANAMELEN)
-                        .and_then(|()| check_name("dom", &dom, DOMLEN))
-                    {
-                        return Step::Error(e.to_string());
-                    }
                     match material(key) {
                         Ok(m) => self.km = Some(m),
                         Err(e) => return Step::Error(e),

@@ -182,6 +182,46 @@ pub(crate) fn client_template(
     Ok((a, speakfor))
 }
 
+/// The server's key for `proto` (the conversation's attributes with `user?`, `dom?`
+/// and the protocol), with its user and domain, checked to fit a ticket request.
+pub(crate) fn server_key<'c>(
+    ctx: &'c Ctx<'_>,
+    proto: &str,
+) -> Result<(&'c Key, String, String), Step> {
+    let mut a = ctx.attrs.clone();
+    a.0.push(Attr::query("user"));
+    a.0.push(Attr::query("dom"));
+    a.0.push(Attr::val("proto", proto));
+    let Some(key) = ctx.key(&a) else {
+        return Err(Step::NeedKey(a));
+    };
+    let user = key.find("user").unwrap_or("").to_string();
+    let dom = key.find("dom").unwrap_or("").to_string();
+    check_name("user", &user, ANAMELEN)
+        .and_then(|()| check_name("dom", &dom, DOMLEN))
+        .map_err(|e| Step::Error(e.to_string()))?;
+    Ok((key, user, dom))
+}
+
+/// A client's ticket request names the key's user as the host, and as the user too
+/// unless the client speaks for the user the rpc file was opened by.
+pub(crate) fn client_ids(
+    tr: &mut Ticketreq,
+    key: &Key,
+    speakfor: bool,
+    sysuser: &str,
+) -> Result<(), String> {
+    tr.hostid = key.find("user").unwrap_or("").to_string();
+    tr.uid = if speakfor {
+        sysuser.to_string()
+    } else {
+        tr.hostid.clone()
+    };
+    check_name("hostid", &tr.hostid, ANAMELEN)
+        .and_then(|()| check_name("uid", &tr.uid, ANAMELEN))
+        .map_err(|e| e.to_string())
+}
+
 /// The `badkey` message for a key the auth server disagrees with: the key, the
 /// reason, and a template for a replacement.
 pub(crate) fn badkey_message(key: &Key) -> String {
@@ -261,16 +301,8 @@ impl Client {
             return Step::Error("key mismatch with auth server".into());
         }
         self.st = CState::FindKey;
-        self.tr.hostid = key.find("user").unwrap_or("").to_string();
-        self.tr.uid = if self.speakfor {
-            ctx.sysuser.to_string()
-        } else {
-            self.tr.hostid.clone()
-        };
-        if let Err(e) = check_name("hostid", &self.tr.hostid, ANAMELEN)
-            .and_then(|()| check_name("uid", &self.tr.uid, ANAMELEN))
-        {
-            return Step::Error(e.to_string());
+        if let Err(e) = client_ids(&mut self.tr, &key, self.speakfor, ctx.sysuser) {
+            return Step::Error(e);
         }
         self.st = CState::GetTickets;
         let tickets = match as_tickets(ctx, &key, &self.tr) {
@@ -463,19 +495,16 @@ impl Proto for Server {
         match self.st {
             SState::ReadChal => {
                 if self.ks.is_none() {
-                    let mut a = ctx.attrs.clone();
-                    a.0.push(Attr::query("user"));
-                    a.0.push(Attr::query("dom"));
-                    a.0.push(Attr::val("proto", "p9sk1"));
-                    let Some(key) = ctx.key(&a) else {
-                        return Step::NeedKey(a);
+                    let (key, user, dom) = match server_key(ctx, "p9sk1") {
+                        Ok(k) => k,
+                        Err(s) => return s,
                     };
                     match des_key(key) {
                         Ok(k) => self.ks = Some(k),
                         Err(e) => return Step::Error(e),
                     }
-                    self.user = key.find("user").unwrap_or("").to_string();
-                    self.dom = key.find("dom").unwrap_or("").to_string();
+                    self.user = user;
+                    self.dom = dom;
                 }
                 let data = match exact(data, CHALLEN) {
                     Ok(d) => d,

@@ -500,17 +500,7 @@ impl Call {
 impl Future for Call {
     type Output = Result<Fcall>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok((r, _))) => {
-                self.done = true;
-                Poll::Ready(Ok(r))
-            }
-            Poll::Ready(Err(_)) => {
-                self.done = true;
-                Poll::Ready(Err(Error::Hungup))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        self.poll_numbered(cx).map_ok(|(r, _)| r)
     }
 }
 

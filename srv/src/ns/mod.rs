@@ -436,14 +436,14 @@ pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
     if !is_dir(&oldc)? {
         return Err(Error::Msg("inconsistent mount".into()));
     }
-    let addr = service_addr(service);
-    let tree = spawn(Server::NineP {
-        addr: addr.clone(),
+    let svc = Service {
+        addr: service_addr(service),
         aname: aname.to_string(),
         cache: f.cache,
         noauth: f.noauth,
-    })
-    .map_err(|e| Error::Msg(format!("{service}: {e}")))?;
+    };
+    let label = format!("mount {}", svc.text());
+    let tree = spawn(Server::NineP(svc)).map_err(|e| Error::Msg(format!("{service}: {e}")))?;
     if f.order == Order::Replace {
         detach_all(&oldc)?;
         return put(&tree, &oldc).map_err(|e| path_err(old, &e));
@@ -454,13 +454,7 @@ pub fn mount(service: &str, old: &str, f: Flags, aname: &str) -> Result<()> {
     // Its root's attributes, fetched (see `put`).
     let _ = sys::fstat(dir.as_raw_fd());
     drop(tree);
-    let svc = Service {
-        addr,
-        aname: aname.to_string(),
-        cache: f.cache,
-        noauth: f.noauth,
-    };
-    add_member(&oldc, dir, f, format!("mount {}", svc.text()))
+    add_member(&oldc, dir, f, label)
 }
 
 /// A service as a dial string: `/srv/x` and plain names are services posted in
@@ -837,12 +831,7 @@ fn bound_from(all: &[Mount], m: &Mount) -> String {
 /// A file server to start in a process of its own.
 pub(crate) enum Server {
     Union(Vec<Held>),
-    NineP {
-        addr: String,
-        aname: String,
-        cache: bool,
-        noauth: bool,
-    },
+    NineP(Service),
 }
 
 /// Start `server` in a process of its own (the `ns` program, run as `ns --serve`:
@@ -865,21 +854,16 @@ fn spawn(server: Server) -> std::result::Result<OwnedFd, String> {
                 args.push(h.label.clone());
             }
         }
-        Server::NineP {
-            addr,
-            aname,
-            cache,
-            noauth,
-        } => {
+        Server::NineP(svc) => {
             args.push("9p".into());
             args.push(theirs.as_raw_fd().to_string());
-            args.push(addr.clone());
-            args.push(aname.clone());
+            args.push(svc.addr.clone());
+            args.push(svc.aname.clone());
             let mut fl = String::from("-");
-            if *cache {
+            if svc.cache {
                 fl.push('C');
             }
-            if *noauth {
+            if svc.noauth {
                 fl.push('n');
             }
             args.push(fl);

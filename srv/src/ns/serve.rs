@@ -46,12 +46,12 @@ pub fn main(args: &[String]) -> i32 {
             }
             Server::Union(held)
         }
-        "9p" if rest.len() == 3 => Server::NineP {
+        "9p" if rest.len() == 3 => Server::NineP(super::Service {
             addr: rest[0].clone(),
             aname: rest[1].clone(),
             cache: rest[2].contains('C'),
             noauth: rest[2].contains('n'),
-        },
+        }),
         _ => {
             send(&report, "bad arguments", None);
             return 2;
@@ -59,7 +59,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let keep: Vec<RawFd> = match &server {
         Server::Union(m) => m.iter().map(|h| h.dir.as_raw_fd()).collect(),
-        Server::NineP { .. } => Vec::new(),
+        Server::NineP(_) => Vec::new(),
     };
     serve(server, report, &keep)
 }
@@ -162,12 +162,13 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 Err(_) => 1,
             }
         }
-        Server::NineP {
-            addr,
-            aname,
-            cache,
-            noauth,
-        } => {
+        Server::NineP(svc) => {
+            let super::Service {
+                ref addr,
+                ref aname,
+                cache,
+                noauth,
+            } = svc;
             // Connect here, where the service's name means something; then leave the
             // name space before any thread is started (a thread would stay in it and
             // keep it alive), and only then speak 9P. factotum too is reached from
@@ -213,16 +214,7 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            let source = format!(
-                "9p:{}",
-                super::Service {
-                    addr: addr.clone(),
-                    aname: aname.clone(),
-                    cache,
-                    noauth,
-                }
-                .text()
-            );
+            let source = format!("9p:{}", svc.text());
             let tree = match mk(&source, "9p") {
                 Ok(t) => t,
                 Err(e) => return fail(format!("mount: {}", errstr(&e))),

@@ -359,6 +359,40 @@ fn get_name(what: &'static str, field: &[u8]) -> Result<String, Error> {
     String::from_utf8(field[..end].to_vec()).map_err(|_| Error::NotUtf8 { what })
 }
 
+/// The head both ticket forms start with (type, challenge, client and server names),
+/// written into `b`; where the key goes after it.
+fn put_ticket_head(
+    b: &mut [u8],
+    num: u8,
+    chal: &[u8; CHALLEN],
+    cuid: &str,
+    suid: &str,
+) -> Result<usize, Error> {
+    check_name("cuid", cuid, ANAMELEN)?;
+    check_name("suid", suid, ANAMELEN)?;
+    b[0] = num;
+    let mut p = 1;
+    b[p..p + CHALLEN].copy_from_slice(chal);
+    p += CHALLEN;
+    put_name(&mut b[p..p + ANAMELEN], cuid);
+    p += ANAMELEN;
+    put_name(&mut b[p..p + ANAMELEN], suid);
+    Ok(p + ANAMELEN)
+}
+
+/// A ticket's head read from `b` (at least the head's length): type, challenge,
+/// client and server names, and where the key starts.
+fn get_ticket_head(b: &[u8]) -> Result<(u8, [u8; CHALLEN], String, String, usize), Error> {
+    let mut p = 1;
+    let mut chal = [0u8; CHALLEN];
+    chal.copy_from_slice(&b[p..p + CHALLEN]);
+    p += CHALLEN;
+    let cuid = get_name("cuid", &b[p..p + ANAMELEN])?;
+    p += ANAMELEN;
+    let suid = get_name("suid", &b[p..p + ANAMELEN])?;
+    Ok((b[0], chal, cuid, suid, p + ANAMELEN))
+}
+
 /// A ticket request (`Ticketreq`): sent by a server to its client and relayed,
 /// completed, to the authentication server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -442,17 +476,8 @@ pub struct Ticket {
 impl Ticket {
     /// `convT2M`: marshal and seal with `key`.
     pub fn seal(&self, key: &DesKey) -> Result<[u8; TICKETLEN], Error> {
-        check_name("cuid", &self.cuid, ANAMELEN)?;
-        check_name("suid", &self.suid, ANAMELEN)?;
         let mut b = [0u8; TICKETLEN];
-        b[0] = self.num;
-        let mut p = 1;
-        b[p..p + CHALLEN].copy_from_slice(&self.chal);
-        p += CHALLEN;
-        put_name(&mut b[p..p + ANAMELEN], &self.cuid);
-        p += ANAMELEN;
-        put_name(&mut b[p..p + ANAMELEN], &self.suid);
-        p += ANAMELEN;
+        let p = put_ticket_head(&mut b, self.num, &self.chal, &self.cuid, &self.suid)?;
         b[p..p + DESKEYLEN].copy_from_slice(self.key.as_bytes());
         encrypt(key, &mut b)?;
         Ok(b)
@@ -462,11 +487,15 @@ impl Ticket {
     /// A wrong key gives garbage, not an error: check `num` and `chal` (or use
     /// [`Ticket::open_checked`]).
     pub fn open(buf: &[u8], key: &DesKey) -> Result<Ticket, Error> {
+        Self::parse(&Self::unseal(buf, key)?[..])
+    }
+
+    fn unseal(buf: &[u8], key: &DesKey) -> Result<Zeroizing<[u8; TICKETLEN]>, Error> {
         need("ticket", buf, TICKETLEN)?;
         let mut b = Zeroizing::new([0u8; TICKETLEN]);
         b.copy_from_slice(&buf[..TICKETLEN]);
         decrypt(key, &mut b[..])?;
-        Self::parse(&b[..])
+        Ok(b)
     }
 
     /// Unseal and check the type and the challenge before anything else, so a
@@ -477,10 +506,7 @@ impl Ticket {
         want: u8,
         chal: &[u8; CHALLEN],
     ) -> Result<Ticket, Error> {
-        need("ticket", buf, TICKETLEN)?;
-        let mut b = Zeroizing::new([0u8; TICKETLEN]);
-        b.copy_from_slice(&buf[..TICKETLEN]);
-        decrypt(key, &mut b[..])?;
+        let b = Self::unseal(buf, key)?;
         if b[0] != want {
             return Err(Error::WrongType {
                 what: "ticket",
@@ -495,20 +521,13 @@ impl Ticket {
     }
 
     fn parse(b: &[u8]) -> Result<Ticket, Error> {
-        let mut p = 1;
-        let mut chal = [0u8; CHALLEN];
-        chal.copy_from_slice(&b[p..p + CHALLEN]);
-        p += CHALLEN;
-        let cuid = get_name("cuid", &b[p..p + ANAMELEN])?;
-        p += ANAMELEN;
-        let suid = get_name("suid", &b[p..p + ANAMELEN])?;
-        p += ANAMELEN;
+        let (num, chal, cuid, suid, p) = get_ticket_head(b)?;
         let mut k = [0u8; DESKEYLEN];
         k.copy_from_slice(&b[p..p + DESKEYLEN]);
         let key = DesKey::from_bytes(k);
         k.zeroize();
         Ok(Ticket {
-            num: b[0],
+            num,
             chal,
             cuid,
             suid,
@@ -701,17 +720,8 @@ pub mod form1 {
     impl Ticket {
         /// convT2M with form 1: marshal and seal with a PAK key.
         pub fn seal(&self, pakkey: &[u8; 32]) -> Result<[u8; MAXTICKETLEN], Error> {
-            check_name("cuid", &self.cuid, ANAMELEN)?;
-            check_name("suid", &self.suid, ANAMELEN)?;
             let mut b = Zeroizing::new([0u8; 1 + CHALLEN + 2 * ANAMELEN + NONCELEN]);
-            b[0] = self.num;
-            let mut p = 1;
-            b[p..p + CHALLEN].copy_from_slice(&self.chal);
-            p += CHALLEN;
-            put_name(&mut b[p..p + ANAMELEN], &self.cuid);
-            p += ANAMELEN;
-            put_name(&mut b[p..p + ANAMELEN], &self.suid);
-            p += ANAMELEN;
+            let p = put_ticket_head(&mut b[..], self.num, &self.chal, &self.cuid, &self.suid)?;
             b[p..p + NONCELEN].copy_from_slice(&self.key[..]);
             let v = form1_seal(&b[..], pakkey).map_err(|_| Error::Form1)?;
             let mut out = [0u8; MAXTICKETLEN];
@@ -729,18 +739,11 @@ pub mod form1 {
                 return Err(Error::Form1);
             }
             let b = form1_open(buf, pakkey).map_err(|_| Error::Form1)?;
-            let mut p = 1;
-            let mut chal = [0u8; CHALLEN];
-            chal.copy_from_slice(&b[p..p + CHALLEN]);
-            p += CHALLEN;
-            let cuid = get_name("cuid", &b[p..p + ANAMELEN])?;
-            p += ANAMELEN;
-            let suid = get_name("suid", &b[p..p + ANAMELEN])?;
-            p += ANAMELEN;
+            let (num, chal, cuid, suid, p) = get_ticket_head(&b)?;
             let mut key = Zeroizing::new([0u8; NONCELEN]);
             key.copy_from_slice(&b[p..p + NONCELEN]);
             Ok(Ticket {
-                num: b[0],
+                num,
                 chal,
                 cuid,
                 suid,

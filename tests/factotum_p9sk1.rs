@@ -14,14 +14,9 @@ fn p9any_p9sk1_success() {
     let a = AuthSrv::start();
     let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
     let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
-    let (c, s) = (cf.rpc(), sf.rpc());
-    assert_eq!(c.text("start", b"proto=p9any role=client"), "ok");
-    assert_eq!(s.text("start", b"proto=p9any role=server"), "ok");
+    let (c, s) = start(&cf, &sf, "p9any");
     let run = shuttle(&c, &s);
-    assert_eq!(
-        run.last,
-        ("done haveai".to_string(), "done haveai".to_string())
-    );
+    both_done(&run);
     // The offer, the choice, then p9sk1's messages.
     assert_eq!(run.to_server[0], b"p9sk1 dom\0");
     assert_eq!(run.to_server[1].len(), 8);
@@ -42,9 +37,7 @@ fn p9any_p9sk1_success() {
         assert!(!log.contains("pw"), "{log}");
     }
     // A second conversation gets another session key.
-    let (c2, s2) = (cf.rpc(), sf.rpc());
-    c2.text("start", b"proto=p9any role=client");
-    s2.text("start", b"proto=p9any role=server");
+    let (c2, s2) = start(&cf, &sf, "p9any");
     shuttle(&c2, &s2);
     assert_ne!(c2.authinfo().expect("authinfo").secret, ca.secret);
 }
@@ -58,9 +51,7 @@ fn p9sk1_direct_and_hex_key() {
         &a.addr,
         &[&format!("proto=p9sk1 dom=dom user=bootes !hex={}", &*hex)],
     );
-    let (c, s) = (cf.rpc(), sf.rpc());
-    assert_eq!(c.text("start", b"proto=p9sk1 role=client"), "ok");
-    assert_eq!(s.text("start", b"proto=p9sk1 role=server"), "ok");
+    let (c, s) = start(&cf, &sf, "p9sk1");
     // The client speaks first: the server's read is out of turn.
     assert_eq!(s.text("read", b""), "phase in state 'nascent' want 'write'");
     let run = shuttle(&c, &s);
@@ -70,33 +61,7 @@ fn p9sk1_direct_and_hex_key() {
 
 #[test]
 fn wrong_password_and_unknown_user() {
-    let a = AuthSrv::start();
-    let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
-    for key in [
-        "proto=p9sk1 dom=dom user=glenda !password=wrong",
-        "proto=p9sk1 dom=dom user=nobody !password=whatever",
-    ] {
-        let cf = Factotum::start(&a.addr, &[key]);
-        let (c, s) = (cf.rpc(), sf.rpc());
-        c.text("start", b"proto=p9any role=client");
-        s.text("start", b"proto=p9any role=server");
-        let run = shuttle(&c, &s);
-        assert!(
-            run.last.0.starts_with("badkey proto=p9sk1 dom=dom user="),
-            "{:?}",
-            run.last
-        );
-        assert!(run.last.0.contains("\nkey mismatch with auth server\n"));
-        assert!(!run.last.0.contains("wrong") && !run.last.0.contains("whatever"));
-        assert_eq!(
-            c.text("read", b""),
-            "error p9any client replace key: p9sk1: key mismatch with auth server"
-        );
-        assert_eq!(
-            c.authinfo().unwrap_err(),
-            "error conversation not successful"
-        );
-    }
+    wrong_client_keys_get_badkey("p9sk1", SERVER_KEY);
 }
 
 /// Run p9any as the server up to the ticket, feeding `msg` as the client's ticket
@@ -117,9 +82,7 @@ fn replayed_ticket_is_refused() {
     let a = AuthSrv::start();
     let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
     let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
-    let (c, s) = (cf.rpc(), sf.rpc());
-    c.text("start", b"proto=p9any role=client");
-    s.text("start", b"proto=p9any role=server");
+    let (c, s) = start(&cf, &sf, "p9any");
     let run = shuttle(&c, &s);
     assert_eq!(run.last.1, "done haveai");
     let captured = run.to_server[2].clone();
@@ -129,10 +92,7 @@ fn replayed_ticket_is_refused() {
         serve_with(&s2, &captured),
         "error p9any server start choice: p9sk1: key mismatch with auth server"
     );
-    assert_eq!(
-        s2.authinfo().unwrap_err(),
-        "error conversation not successful"
-    );
+    s2.assert_failed();
     // A tampered authenticator with a good ticket is caught too: the challenge
     // differs, so the ticket already fails; and garbage is garbage.
     let s3 = sf.rpc();
@@ -148,9 +108,7 @@ fn truncated_and_oversized_messages() {
     let a = AuthSrv::start();
     let cf = Factotum::start(&a.addr, &[CLIENT_KEY]);
     let sf = Factotum::start(&a.addr, &[SERVER_KEY]);
-    let (c, s) = (cf.rpc(), sf.rpc());
-    c.text("start", b"proto=p9any role=client");
-    s.text("start", b"proto=p9any role=server");
+    let (c, s) = start(&cf, &sf, "p9any");
     // The offer without its NUL, then whole.
     let offer = s.call("read", b"");
     let offer = offer.strip_prefix(b"ok ").expect("offer");
@@ -213,9 +171,7 @@ fn server_without_key() {
         &a.addr,
         &["proto=p9sk1 dom=other user=bootes !password='bootes pw'"],
     );
-    let (c, s) = (cf.rpc(), other.rpc());
-    c.text("start", b"proto=p9any role=client");
-    s.text("start", b"proto=p9any role=server");
+    let (c, s) = start(&cf, &other, "p9any");
     let run = shuttle(&c, &s);
     assert!(run.last.0.starts_with("needkey "), "{:?}", run.last);
     assert!(

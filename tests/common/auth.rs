@@ -255,3 +255,66 @@ pub fn shuttle_with(c: &Rpc, s: &Rpc, mut edit: impl FnMut(usize, &mut Vec<u8>))
 pub fn shuttle(c: &Rpc, s: &Rpc) -> Run {
     shuttle_with(c, s, |_, _| {})
 }
+
+/// Start the conversations of a client (factotum `cf`) and a server (`sf`) speaking
+/// `proto`.
+pub fn start(cf: &Factotum, sf: &Factotum, proto: &str) -> (Rpc, Rpc) {
+    let (c, s) = (cf.rpc(), sf.rpc());
+    assert_eq!(
+        c.text("start", format!("proto={proto} role=client").as_bytes()),
+        "ok"
+    );
+    assert_eq!(
+        s.text("start", format!("proto={proto} role=server").as_bytes()),
+        "ok"
+    );
+    (c, s)
+}
+
+/// Both sides finished with an AuthInfo to give.
+pub fn both_done(run: &Run) {
+    assert_eq!(
+        run.last,
+        ("done haveai".to_string(), "done haveai".to_string())
+    );
+}
+
+impl Rpc {
+    /// The conversation failed: it has no AuthInfo to give.
+    pub fn assert_failed(&self) {
+        assert_eq!(
+            self.authinfo().unwrap_err(),
+            "error conversation not successful"
+        );
+    }
+}
+
+/// Through p9any, a client of `proto` with a wrong password, or a user the auth server
+/// does not know, is told `badkey` (naming the key, never its secret), and the
+/// conversation fails.
+pub fn wrong_client_keys_get_badkey(proto: &str, server_key: &str) {
+    let a = AuthSrv::start();
+    let sf = Factotum::start(&a.addr, &[server_key]);
+    for key in [
+        format!("proto={proto} dom=dom user=glenda !password=wrong"),
+        format!("proto={proto} dom=dom user=nobody !password=whatever"),
+    ] {
+        let cf = Factotum::start(&a.addr, &[&key]);
+        let (c, s) = start(&cf, &sf, "p9any");
+        let run = shuttle(&c, &s);
+        assert!(
+            run.last
+                .0
+                .starts_with(&format!("badkey proto={proto} dom=dom user=")),
+            "{:?}",
+            run.last
+        );
+        assert!(run.last.0.contains("\nkey mismatch with auth server\n"));
+        assert!(!run.last.0.contains("wrong") && !run.last.0.contains("whatever"));
+        assert_eq!(
+            c.text("read", b""),
+            format!("error p9any client replace key: {proto}: key mismatch with auth server")
+        );
+        c.assert_failed();
+    }
+}

@@ -12,25 +12,29 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A ramfs on TLS with `home` as its $HOME, and the fingerprint it printed.
-fn start_tls(ns: &Ns, home: &Path, extra: &[&str]) -> (Proc, String) {
+/// `prog -f -a tls!127.0.0.1!port args...` (an ephemeral port) with `home` as its
+/// $HOME, once it accepts connections.
+fn serve_tls(ns: &Ns, home: &Path, prog: &str, args: &[&std::ffi::OsStr]) -> Proc {
     let port = free_port();
     let addr = format!("tls!127.0.0.1!{port}");
-    let mut c = ns.cmd(RAMFS);
-    c.env("HOME", home)
-        .arg("-f")
-        .arg("-a")
-        .arg(&addr)
-        .args(extra);
+    let mut c = ns.cmd(prog);
+    c.env("HOME", home).args(["-f", "-a", &addr]).args(args);
     let (f, s) = stderr_file();
     c.stdin(Stdio::null()).stderr(s);
-    let mut child = c.spawn().expect("spawn ramfs");
+    let mut child = c.spawn().expect("spawn server");
     wait_tcp(port, &mut child);
-    let p = Proc {
+    Proc {
         child,
-        addr: addr.clone(),
+        addr,
         stderr: Some(f),
-    };
+    }
+}
+
+/// A ramfs on TLS with `home` as its $HOME, and the fingerprint it printed.
+fn start_tls(ns: &Ns, home: &Path, extra: &[&str]) -> (Proc, String) {
+    let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+    let p = serve_tls(ns, home, RAMFS, &extra);
+    let addr = p.addr.clone();
     // The fingerprint is printed once the address is bound: wait for it.
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -272,21 +276,13 @@ fn srv_and_exportfs_over_tls() {
     let (sh, ch) = (home(), home());
     let tree = tempfile::tempdir().expect("tree");
     std::fs::write(tree.path().join("hello"), b"hello over tls\n").expect("write");
-    let port = free_port();
-    let addr = format!("tls!127.0.0.1!{port}");
-    let mut c = ns.cmd(EXPORTFS);
-    c.env("HOME", sh.path())
-        .args(["-f", "-R", "-a", &addr])
-        .arg(tree.path());
-    let (f, s) = stderr_file();
-    c.stdin(Stdio::null()).stderr(s);
-    let mut child = c.spawn().expect("spawn exportfs");
-    wait_tcp(port, &mut child);
-    let _ex = Proc {
-        child,
-        addr: addr.clone(),
-        stderr: Some(f),
-    };
+    let ex = serve_tls(
+        &ns,
+        sh.path(),
+        EXPORTFS,
+        &["-R".as_ref(), tree.path().as_ref()],
+    );
+    let addr = ex.addr.clone();
     // The fingerprint the server printed, found by `9p tlsid` as the same user.
     let o = ninep(&ns, sh.path(), &["tlsid"], None);
     let fp = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -336,21 +332,13 @@ fn large_files_both_ways() {
 
     let tree = tempfile::tempdir().expect("tree");
     std::fs::write(tree.path().join("big"), &data).expect("write");
-    let port = free_port();
-    let eaddr = format!("tls!127.0.0.1!{port}");
-    let mut c = ns.cmd(EXPORTFS);
-    c.env("HOME", sh.path())
-        .args(["-f", "-R", "-a", &eaddr])
-        .arg(tree.path());
-    let (f, s) = stderr_file();
-    c.stdin(Stdio::null()).stderr(s);
-    let mut child = c.spawn().expect("spawn exportfs");
-    wait_tcp(port, &mut child);
-    let _ex = Proc {
-        child,
-        addr: eaddr.clone(),
-        stderr: Some(f),
-    };
+    let ex = serve_tls(
+        &ns,
+        sh.path(),
+        EXPORTFS,
+        &["-R".as_ref(), tree.path().as_ref()],
+    );
+    let eaddr = ex.addr.clone();
     let o = ninep(
         &ns,
         ch.path(),

@@ -278,13 +278,7 @@ fn main() {
     // The posted socket must be the user's alone: 0600.
     // SAFETY: umask only sets the process's file creation mask.
     unsafe { libc::umask(0o077) };
-    let o = Opts {
-        addrs: Vec::new(),
-        names: vec![a.srvname.clone()],
-        stdio: false,
-        foreground: a.foreground,
-        tls: Default::default(),
-    };
+    let o = Opts::posted(&a.srvname, a.foreground);
     let path = lib9::ns::service_path(&a.srvname).unwrap_or_else(|e| die(e));
     // A live factotum under this name is found before the password is asked.
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {

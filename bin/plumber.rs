@@ -60,13 +60,7 @@ fn load(a: &Args) -> Rules {
 fn main() {
     let a: Args = daemon::args();
     let rules = load(&a);
-    let o = Opts {
-        addrs: Vec::new(),
-        names: vec![a.srvname.clone()],
-        stdio: false,
-        foreground: a.foreground,
-        tls: Default::default(),
-    };
+    let o = Opts::posted(&a.srvname, a.foreground);
     let listeners = daemon::announce_all(&o).unwrap_or_else(|e| fatal("plumber", e));
     // In a private name space the service is also mounted, where Plan 9's programs
     // look for it.

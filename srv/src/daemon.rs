@@ -26,6 +26,17 @@ pub struct Opts {
     pub tls: lib9::tls::ServerOpts,
 }
 
+impl Opts {
+    /// A service posted as `name` in `$NAMESPACE` only (factotum, the plumber).
+    pub fn posted(name: &str, foreground: bool) -> Opts {
+        Opts {
+            names: vec![name.to_string()],
+            foreground,
+            ..Opts::default()
+        }
+    }
+}
+
 /// The flags every file server takes.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {

@@ -173,7 +173,7 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
             // name space before any thread is started (a thread would stay in it and
             // keep it alive), and only then speak 9P. factotum too is reached from
             // here, in case the service asks for authentication.
-            let stream = match connect(&addr) {
+            let stream = match connect(addr) {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
@@ -199,13 +199,13 @@ fn serve(server: Server, report: UnixStream, keep: &[RawFd]) -> i32 {
                     .await
                     .map_err(|e| e.to_string())?;
                 let root = if noauth {
-                    c.attach_auth(None, &user, &aname).await
+                    c.attach_auth(None, &user, aname).await
                 } else {
                     let f = match factotum {
                         Some(f) => f.into_conn().await.ok(),
                         None => None,
                     };
-                    lib9::auth::attach_with(&c, &user, &aname, f).await
+                    lib9::auth::attach_with(&c, &user, aname, f).await
                 }
                 .map_err(|e| e.to_string())?;
                 Ok::<_, String>((c, root))

@@ -1,7 +1,7 @@
 //! Aggregates: `lib.a(member.o)` names a member of an `ar` archive, whose date is the
 //! member's date in the archive.
 
-use crate::{Mk, R};
+use crate::{Failed, Mk, R};
 use std::io::{Read, Seek, SeekFrom, Write};
 
 const ARMAG: &[u8] = b"!<arch>\n";
@@ -100,10 +100,12 @@ impl Mk {
         };
         let (ar, member) = (ar.to_string(), member.to_string());
         if !is_archive(self, &ar) {
-            // Fatal, as in plan9port, wherever it is found.
+            // Fatal, as in plan9port, wherever it is found: mk stops once the
+            // error reaches the top (`graph` and `update` look at `fatal`).
             self.flush();
             eprintln!("mk: '{name}' is not an archive");
-            std::process::exit(1);
+            self.fatal = true;
+            return Err(Failed);
         }
         let t = crate::mtime(&ar);
         let stale = match self.agg.get(&ar) {

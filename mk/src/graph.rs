@@ -142,6 +142,9 @@ impl Mk {
     pub fn graph(&mut self, target: &str) -> R<NodeId> {
         let mut cnt = vec![0u32; self.nrules];
         let n = self.applyrules(target, &mut cnt);
+        if self.fatal {
+            return Err(Failed);
+        }
         self.cyclechk(n)?;
         self.nodes[n].flags |= PROBABLE;
         self.vacuous(n);

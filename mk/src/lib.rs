@@ -120,7 +120,8 @@ pub struct Mk {
     pub nflag: bool,
     pub tflag: bool,
     pub explain: bool,
-    /// A rule with a bad regular expression was read.
+    /// An error that stops mk was found: a rule with a bad regular expression, or
+    /// an archive name whose file is not an archive.
     pub fatal: bool,
     /// mk's buffered standard output (plan9port's `bout`).
     pub bout: String,

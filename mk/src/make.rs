@@ -265,7 +265,11 @@ impl Mk {
         } else if !name.contains('(') {
             mtime(&name)
         } else if std::fs::symlink_metadata(&name).is_ok() {
-            self.timeof(&name, true)
+            let t = self.timeof(&name, true);
+            if self.fatal {
+                return Err(Failed);
+            }
+            t
         } else {
             0
         };

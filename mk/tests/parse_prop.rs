@@ -67,3 +67,19 @@ proptest! {
         bounded(parts.concat(), read_and_graph);
     }
 }
+
+/// A target named as an archive member whose archive is not an archive stops mk, as
+/// in plan9port, but as an error the caller sees: the library never ends the process.
+/// (The proptest above found `.(x)`, where `.` is a directory.)
+#[test]
+fn not_an_archive_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "not an archive\n").expect("write");
+    let text = format!("{}(m.o): y\n", plain.display());
+    let mut mk = Mk::new();
+    mk.parse("mkfile", &text, false).expect("parses");
+    let target = format!("{}(m.o)", plain.display());
+    assert!(mk.graph(&target).is_err());
+    assert!(mk.fatal);
+}

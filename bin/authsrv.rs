@@ -169,6 +169,9 @@ fn serve(kd: KeyDir, addr: &str, authdom: Option<String>) {
                 .unwrap_or_else(|_| "unknown".into());
             // As authsrv's alarm: no connection lives past 10 minutes idle.
             let _ = c.set_read_timeout(Some(Duration::from_secs(600)));
+            // AuthPAK answers in pieces (AuthOK, then each PAK value as it is made):
+            // each goes out at once, not after the previous one's ACK.
+            let _ = c.set_nodelay(true);
             if let Err(e) = srv.serve(c) {
                 eprintln!("authsrv: {peer}: {e}");
             }

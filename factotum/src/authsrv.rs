@@ -552,10 +552,12 @@ pub fn get_pak_tickets<S: Read + Write>(
     }
     let mut sy = [0u8; PAKYLEN];
     sy.copy_from_slice(&ys[..PAKYLEN]);
-    let pakkey = p.finish(hash, &ys[PAKYLEN..]).map_err(|_| AsError::Botch)?;
+    // The ticket request does not depend on the key: it goes out first, so our half
+    // of the exchange is worked out while the auth server works out its own.
     req.typ = AUTH_TREQ;
     s.write_all(&req.to_bytes()?)?;
     s.flush()?;
+    let pakkey = p.finish(hash, &ys[PAKYLEN..]).map_err(|_| AsError::Botch)?;
     let tickets = read_tickets(s)?;
     Ok(PakTickets {
         server_y: sy,

@@ -32,7 +32,9 @@
 //!   `[0, p)` (9front's `mpnrand(p)`), sends `y = encode(x*G + P_own)`, and on the peer's
 //!   `y'` computes `z = encode(x * (decode(y') - P_peer))`, then
 //!   `pakkey = HKDF-SHA256(salt = SHA256(y_client || y_server), ikm = z,
-//!   info = "Plan 9 AuthPAK key", 32 bytes)`.
+//!   info = "Plan 9 AuthPAK key", 32 bytes)`. The `x` and `x*G` of `authpak_new` depend
+//!   on nothing else, so a thread at idle priority keeps a few ready (`Blinds`), each
+//!   used once; an exchange adds `P_own` and encodes.
 //! * **form1** (form1.c): a message whose first byte is its type (AuthTs, AuthTc, AuthAs,
 //!   AuthAc, AuthTp, AuthHr, AuthPass) is sealed as `sig[8] || counter[4] (little-endian) ||
 //!   ChaCha20-Poly1305(key, nonce = those 12 bytes, no AAD)(body) || tag[16]`, where `sig`

@@ -54,6 +54,7 @@ use crate::authsrv::get_pak_tickets;
 use crate::pak::{AesKey, PAKYLEN, PakHash, PakKey, PakPriv, authpak_hash, passtoaeskey};
 use crate::proto_p9sk1::{
     add_cap, badkey_message, client_ids, client_template, dial_auth, exact, server_key,
+    tickets_or_own,
 };
 use crate::rpc::{AuthInfo, Ctx, Proto, ProtoDesc, SecretBytes, Step, Want};
 use crate::ticket::form1::{Authenticator, Ticket};
@@ -286,13 +287,12 @@ impl Client {
         let from_as = dial_auth(ctx, &key, &self.tr.authdom).and_then(|mut s| {
             get_pak_tickets(&mut s, &self.tr, &self.server_y, &km.hash).map_err(|e| e.to_string())
         });
-        let (paky, pakkey, tickets) = match from_as {
-            Ok(t) => (t.server_y, t.pakkey, t.tickets),
-            Err(e) => match make_tickets(&self.tr, &self.server_y, &km.hash) {
-                Some(t) => t,
-                None => return Step::Error(format!("gettickets: {e}")),
-            },
-        };
+        let from_as = from_as.map(|t| (t.server_y, t.pakkey, t.tickets));
+        let (paky, pakkey, tickets) =
+            match tickets_or_own(from_as, || make_tickets(&self.tr, &self.server_y, &km.hash)) {
+                Ok(t) => t,
+                Err(step) => return step,
+            };
         // Tickets in the old form from a dp9ik exchange are a protocol botch.
         if tickets.len() != 2 * MAXTICKETLEN {
             return Step::Error(EASPROTO.into());

@@ -151,6 +151,16 @@ fn as_tickets(ctx: &Ctx<'_>, key: &Key, tr: &Ticketreq) -> Result<[u8; 2 * TICKE
     get_tickets(&mut s, tr).map_err(|e| e.to_string())
 }
 
+/// The tickets the auth server gave, or when it could not be asked (none
+/// answers, say), those `own` makes when the client holds the server's key too,
+/// as plan9port's `mkserverticket`; failing both, the auth server's error.
+pub(crate) fn tickets_or_own<T>(
+    from_as: Result<T, String>,
+    own: impl FnOnce() -> Option<T>,
+) -> Result<T, Step> {
+    from_as.or_else(|e| own().ok_or_else(|| Step::Error(format!("gettickets: {e}"))))
+}
+
 /// The client's key template once the server's ticket request is in, with
 /// plan9port's rule: if the caller is the factotum's owner any key will do; if
 /// not, only a `role=speakfor` key, and only for the caller's own name. The
@@ -305,12 +315,11 @@ impl Client {
             return Step::Error(e);
         }
         self.st = CState::GetTickets;
-        let tickets = match as_tickets(ctx, &key, &self.tr) {
+        let tickets = match tickets_or_own(as_tickets(ctx, &key, &self.tr), || {
+            make_tickets(&self.tr, &kc)
+        }) {
             Ok(t) => t,
-            Err(e) => match make_tickets(&self.tr, &kc) {
-                Some(t) => t,
-                None => return Step::Error(format!("gettickets: {e}")),
-            },
+            Err(step) => return step,
         };
         let t = match Ticket::open(&tickets, &kc) {
             Ok(t) if t.num == AUTH_TC => t,

@@ -848,6 +848,9 @@ const BLINDS: usize = 4;
 struct Blinds {
     ready: std::sync::Mutex<Vec<Blind>>,
     taken: std::sync::Condvar,
+    /// The process the store belongs to. A child forked from it would hold the same
+    /// blinds as its parent: it never uses them.
+    pid: u32,
 }
 
 impl Blinds {
@@ -862,6 +865,7 @@ impl Blinds {
             Blinds {
                 ready: std::sync::Mutex::new(Vec::with_capacity(BLINDS)),
                 taken: std::sync::Condvar::new(),
+                pid: std::process::id(),
             }
         })
     }
@@ -870,8 +874,12 @@ impl Blinds {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A blind from the store, or a new one made now when the store is empty.
+    /// A blind from the store, or a new one made now when the store is empty (or
+    /// is a forked parent's).
     fn take(&self) -> Result<Blind, PakError> {
+        if std::process::id() != self.pid {
+            return Blind::fresh();
+        }
         let got = self.lock().pop();
         self.taken.notify_one();
         match got {
@@ -1465,9 +1473,10 @@ mod tests {
             assert_eq!(decaf_encode(&b.xg), decaf_encode(&g.scale(&b.x)));
             assert!(seen.insert(b.x), "a blind was handed out twice");
         }
-        // Soon the thread has refilled the store (other tests may take from it
-        // too, so it need only be seen full once).
-        let full = (0..1000).any(|_| {
+        // The thread refills the store (other tests may take from it too, so it
+        // need only be seen full once). It runs at idle priority: on a machine
+        // busy with other tests that can take a while, hence the generous bound.
+        let full = (0..12_000).any(|_| {
             Blinds::get().lock().len() == BLINDS || {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 false
@@ -1479,6 +1488,64 @@ mod tests {
         let q = PakPriv::from_scalar(&hash, &p.x, true).expect("from_scalar");
         assert_eq!(p.public(), q.public());
         assert!(seen.insert(p.x));
+    }
+
+    /// A forked child does not hand out its parent's blinds, which the parent
+    /// still holds and will use.
+    #[test]
+    fn a_forked_child_makes_its_own_blinds() {
+        let store = Blinds::get();
+        let full = (0..12_000).any(|_| {
+            store.lock().len() == BLINDS || {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                false
+            }
+        });
+        assert!(full, "the store was not filled");
+        let held: Vec<[u8; PAKXLEN]> = store.lock().iter().map(|b| b.x).collect();
+        let mut fds = [0i32; 2];
+        // SAFETY: a pipe into a two-int array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only takes a blind (a getpid, getrandom and arithmetic,
+        // no lock and no allocation on success), writes it and ends with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = match store.take() {
+                Ok(b) => {
+                    // SAFETY: writing the child's own buffer to the pipe.
+                    let n = unsafe { libc::write(fds[1], b.x.as_ptr().cast(), PAKXLEN) };
+                    i32::from(n != PAKXLEN as isize)
+                }
+                Err(_) => 2,
+            };
+            // SAFETY: ending the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        // SAFETY: closing our copy of the write end.
+        unsafe { libc::close(fds[1]) };
+        let mut x = [0u8; PAKXLEN];
+        let mut got = 0;
+        while got < PAKXLEN {
+            // SAFETY: reading into the rest of our buffer.
+            let n = unsafe { libc::read(fds[0], x[got..].as_mut_ptr().cast(), PAKXLEN - got) };
+            if n <= 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe {
+            libc::close(fds[0]);
+            libc::waitpid(pid, &mut status, 0);
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert_eq!(got, PAKXLEN);
+        assert!(
+            !held.contains(&x),
+            "the child used a blind its parent holds"
+        );
     }
 
     #[test]

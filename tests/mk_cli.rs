@@ -66,6 +66,30 @@ fn alarm_stops_the_recipes_and_mk() {
     );
 }
 
+/// A note that comes while mk is busy starting recipes, not waiting for them,
+/// still stops it at once: here the first of two recipes run together signals mk
+/// while mk is starting the second.
+#[test]
+fn alarm_while_starting_recipes_stops_mk() {
+    let d =
+        dir_with("all:V: a b\na:V:\n\tkill -ALRM $PPID; exec sleep 30\nb:V:\n\texec sleep 30\n");
+    let t = Instant::now();
+    let o = Command::new(MK)
+        .current_dir(d.path())
+        .env("NPROC", "2")
+        .output()
+        .expect("run mk");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "mk did not stop the recipes: {o:?}"
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("mk: alarm"),
+        "{o:?}"
+    );
+}
+
 /// `MKSHELL=rc` runs recipes with ninespace's rc: an rc-only construct works.
 #[test]
 fn mkshell_rc_is_ours() {

@@ -541,7 +541,15 @@ impl Mk {
 pub static NOTE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 extern "C" fn on_note(sig: libc::c_int) {
-    NOTE.store(sig, std::sync::atomic::Ordering::SeqCst);
+    use std::sync::atomic::Ordering::SeqCst;
+    if NOTE.compare_exchange(0, sig, SeqCst, SeqCst).is_ok() {
+        // mk looks at NOTE when a wait is interrupted, and before it waits; a note
+        // that lands between that look and the wait would go unseen until a recipe
+        // ends. So one more signal, an alarm a second later, interrupts that wait
+        // (the first note's name is kept). alarm(2) is async-signal-safe.
+        // SAFETY: alarm takes a number and touches no memory of ours.
+        unsafe { libc::alarm(1) };
+    }
 }
 
 /// As plan9port's mk: an alarm, a floating-point trap, a write on a closed pipe or

@@ -145,6 +145,11 @@ impl Mk {
                 }
                 return Ok(1);
             }
+            // A note that came while mk was busy (starting this recipe, say) did
+            // not interrupt a wait: look before waiting.
+            if crate::NOTE.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+                self.killchildren();
+            }
             let mut st: libc::c_int = 0;
             // SAFETY: waitpid on our children with a valid status pointer.
             let pid = unsafe { libc::waitpid(-1, &mut st, 0) };

@@ -244,7 +244,6 @@ impl Client {
         self.inner.msize - IOHDRSZ
     }
 
-    /// Whether the connection has ended.
     /// How many replies to calls have come so far. A call whose reply is numbered
     /// (see [`Call::poll_numbered`]) at most this has its reply waiting already: of
     /// several calls in flight, those polled after this was read and found ready,
@@ -254,6 +253,7 @@ impl Client {
         lock(&self.inner.state).replies
     }
 
+    /// Whether the connection has ended.
     pub fn is_hungup(&self) -> bool {
         lock(&self.inner.state).dead
     }

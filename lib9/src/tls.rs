@@ -518,10 +518,9 @@ pub async fn connect(tcp: tokio::net::TcpStream, t: &Target) -> Result<Stream, T
 /// shakes hands.
 pub struct Prepared {
     target: Target,
-    pins: Vec<String>,
-    tofu: bool,
     /// For trust on first use: `known`'s path and the file, open to append.
     known: Option<(PathBuf, std::fs::File)>,
+    /// The pins and whether to trust on first use, and what the server showed.
     verifier: Arc<Pinned>,
     config: Arc<rustls::ClientConfig>,
 }
@@ -547,7 +546,7 @@ impl Target {
         };
         let algs = provider().signature_verification_algorithms;
         let verifier = Arc::new(Pinned {
-            pins: pins.clone(),
+            pins,
             tofu,
             seen: Mutex::new(None),
             algs,
@@ -559,8 +558,6 @@ impl Target {
             .map_err(|e| err(format!("{name}: {e}")))?;
         Ok(Prepared {
             target: self.clone(),
-            pins,
-            tofu,
             known,
             verifier,
             config: Arc::new(config),
@@ -577,11 +574,11 @@ impl Prepared {
         let sni = ServerName::try_from(t.host.clone()).unwrap_or(ServerName::IpAddress(
             std::net::IpAddr::from([127, 0, 0, 1]).into(),
         ));
-        let pins = &self.pins;
+        let (pins, tofu) = (&self.verifier.pins, self.verifier.tofu);
         match client_handshake(tcp, self.config, sni).await {
             Ok(s) => {
-                if self.tofu
-                    && let Some((path, mut file)) = self.known
+                // `known` is open only for trust on first use.
+                if let Some((path, mut file)) = self.known
                     && let Some(fp) = self.verifier.seen.lock().ok().and_then(|s| s.clone())
                 {
                     remember(&mut file, &path, &t.host, t.port, &fp)
@@ -596,7 +593,7 @@ impl Prepared {
                         "{name}: server certificate fingerprint mismatch: it is {fp}, expected {}",
                         pins.join(" or ")
                     ),
-                    Some(fp) if pins.is_empty() && !self.tofu => format!(
+                    Some(fp) if pins.is_empty() && !tofu => format!(
                         "{name}: server certificate not known (sha256 fingerprint {fp}); \
                          if that is the server's, pin it: dial {name}!fp={fp}, or add the line \
                          '{}!{} {fp}' to $HOME/lib/tls/known",

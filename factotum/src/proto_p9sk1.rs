@@ -22,8 +22,7 @@
 //! attributes, and the AuthInfo's secret is the 8-byte `des56to64` of the ticket's
 //! key Kn.
 
-use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::attr::{Attr, Attrs, Key};
@@ -125,23 +124,10 @@ pub(crate) fn dial_auth(ctx: &Ctx<'_>, key: &Key, dom: &str) -> Result<TcpStream
         Ok(_) => return Err(format!("{addr}: auth server must be on tcp")),
         Err(e) => return Err(format!("{addr}: {e}")),
     };
-    let addrs: Vec<_> = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, AS_TIMEOUT) {
-            Ok(s) => {
-                let _ = s.set_read_timeout(Some(AS_TIMEOUT));
-                let _ = s.set_write_timeout(Some(AS_TIMEOUT));
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(format!("{addr}: {last}"))
+    let s = lib9::dial::connect_tcp(&host, port, AS_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(AS_TIMEOUT));
+    let _ = s.set_write_timeout(Some(AS_TIMEOUT));
+    Ok(s)
 }
 
 /// Dial the auth server for `dom` and get the two tickets for `tr`

@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Why a dial string cannot be used.
@@ -407,6 +408,24 @@ impl Conn {
             peer: peer.into(),
         })
     }
+}
+
+/// Connect to `host`'s `port` without a runtime: each of the host's addresses in
+/// turn, each given up on after `timeout` (a host that never answers is not waited
+/// for), with no Nagle delay (9P and the auth protocols are small messages each way).
+pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+    for a in (host, port).to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Dial a parsed address. Must be called inside a tokio runtime.

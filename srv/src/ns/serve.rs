@@ -312,21 +312,8 @@ fn connect(addr: &str) -> Result<Stream, String> {
 
 /// Connect to `host`'s `port`, giving up on a host that never answers.
 fn connect_tcp(host: &str, port: u16, name: &str) -> Result<std::net::TcpStream, String> {
-    use std::net::ToSocketAddrs;
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{name}: {}", errstr(&e)))?;
-    let mut last = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
-    for a in addrs {
-        match std::net::TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(format!("{name}: {}", errstr(&last)))
+    lib9::dial::connect_tcp(host, port, CONNECT_TIMEOUT)
+        .map_err(|e| format!("{name}: {}", errstr(&e)))
 }
 
 /// Leave the caller's name space for one holding only the root file system, /proc

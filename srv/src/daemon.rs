@@ -131,20 +131,7 @@ pub fn announce_all(o: &Opts) -> Result<Vec<Listener>, DialError> {
 /// are already accepting), the child leaves the terminal's session and reads
 /// /dev/null. Must be called before any thread is started.
 pub fn background() -> io::Result<()> {
-    // SAFETY: no other threads exist yet (callers promise), so fork is sound.
-    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-        nix::unistd::ForkResult::Parent { .. } => {
-            // Leave without running destructors: the posted sockets belong to the
-            // child now.
-            // SAFETY: _exit ends the process immediately.
-            unsafe { libc::_exit(0) }
-        }
-        nix::unistd::ForkResult::Child => {
-            let _ = nix::unistd::setsid();
-            detach_stdio();
-            Ok(())
-        }
-    }
+    background_mounted(None, "")
 }
 
 /// Let go of the caller's standard input and output, and of standard error if it is a
@@ -244,16 +231,17 @@ impl SelfMount {
 /// that fails is reported on standard error as `prog: mount mtpt: why`, and the
 /// service goes on (it is still posted).
 pub fn background_mounted(mount: Option<&SelfMount>, prog: &str) -> io::Result<()> {
-    let Some(m) = mount else {
-        return background();
-    };
     // SAFETY: no other threads exist yet (callers promise), so fork is sound.
     match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
         nix::unistd::ForkResult::Parent { .. } => {
-            if let Err(e) = m.mount() {
+            if let Some(m) = mount
+                && let Err(e) = m.mount()
+            {
                 eprintln!("{prog}: mount {}: {e}", m.mtpt);
             }
-            // SAFETY: _exit ends the process immediately (as in `background`).
+            // Leave without running destructors: the posted sockets belong to the
+            // child now.
+            // SAFETY: _exit ends the process immediately.
             unsafe { libc::_exit(0) }
         }
         nix::unistd::ForkResult::Child => {

@@ -30,6 +30,16 @@ fn serve_tls(ns: &Ns, home: &Path, prog: &str, args: &[&std::ffi::OsStr]) -> Pro
     }
 }
 
+/// A new directory holding one file, `name` with `data`, and `exportfs -R` of it on
+/// TLS (bind them in this order, so the server stops before the directory goes).
+fn export_tls(ns: &Ns, home: &Path, name: &str, data: &[u8]) -> (tempfile::TempDir, Proc) {
+    let tree = tempfile::tempdir().expect("tree");
+    std::fs::write(tree.path().join(name), data).expect("write");
+    let args = ["-R".as_ref(), tree.path().as_os_str()];
+    let ex = serve_tls(ns, home, EXPORTFS, &args);
+    (tree, ex)
+}
+
 /// A ramfs on TLS with `home` as its $HOME, and the fingerprint it printed.
 fn start_tls(ns: &Ns, home: &Path, extra: &[&str]) -> (Proc, String) {
     let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
@@ -274,14 +284,7 @@ fn loose_key_file_is_refused() {
 fn srv_and_exportfs_over_tls() {
     let ns = Ns::new();
     let (sh, ch) = (home(), home());
-    let tree = tempfile::tempdir().expect("tree");
-    std::fs::write(tree.path().join("hello"), b"hello over tls\n").expect("write");
-    let ex = serve_tls(
-        &ns,
-        sh.path(),
-        EXPORTFS,
-        &["-R".as_ref(), tree.path().as_ref()],
-    );
+    let (_tree, ex) = export_tls(&ns, sh.path(), "hello", b"hello over tls\n");
     let addr = ex.addr.clone();
     // The fingerprint the server printed, found by `9p tlsid` as the same user.
     let o = ninep(&ns, sh.path(), &["tlsid"], None);
@@ -330,14 +333,7 @@ fn large_files_both_ways() {
     assert!(o.status.success(), "read: {}", stderr(&o));
     assert!(o.stdout == data, "read back {} bytes", o.stdout.len());
 
-    let tree = tempfile::tempdir().expect("tree");
-    std::fs::write(tree.path().join("big"), &data).expect("write");
-    let ex = serve_tls(
-        &ns,
-        sh.path(),
-        EXPORTFS,
-        &["-R".as_ref(), tree.path().as_ref()],
-    );
+    let (_tree, ex) = export_tls(&ns, sh.path(), "big", &data);
     let eaddr = ex.addr.clone();
     let o = ninep(
         &ns,

@@ -710,6 +710,16 @@ mod tests {
         p.open(&c, &w.fid.unwrap(), OREAD).await.unwrap().fid
     }
 
+    /// A plumber whose port `p` is open and holds MAX_QUEUE messages, 0 onwards.
+    async fn full_port() -> (Arc<Plumber>, Fid) {
+        let p = Arc::new(plumber());
+        let f = open_port(&p).await;
+        for i in 0..MAX_QUEUE {
+            p.send(msg(i)).await.unwrap();
+        }
+        (p, f)
+    }
+
     fn msg(i: usize) -> Message {
         Message::text("test", "/", i.to_string().as_bytes())
     }
@@ -738,11 +748,7 @@ mod tests {
     #[test]
     fn a_full_queue_holds_the_sender_back() {
         rt(false).block_on(async {
-            let p = Arc::new(plumber());
-            let f = open_port(&p).await;
-            for i in 0..MAX_QUEUE {
-                p.send(msg(i)).await.unwrap();
-            }
+            let (p, f) = full_port().await;
             let p2 = Arc::clone(&p);
             let last = tokio::spawn(async move { p2.send(msg(MAX_QUEUE)).await });
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -771,11 +777,7 @@ mod tests {
     #[test]
     fn a_stuck_reader_loses_its_oldest_message() {
         rt(true).block_on(async {
-            let p = Arc::new(plumber());
-            let f = open_port(&p).await;
-            for i in 0..MAX_QUEUE {
-                p.send(msg(i)).await.unwrap();
-            }
+            let (p, f) = full_port().await;
             let t0 = tokio::time::Instant::now();
             p.send(msg(MAX_QUEUE)).await.unwrap();
             assert!(t0.elapsed() >= QUEUE_WAIT);
